@@ -1,0 +1,1 @@
+"""gRPC front door: TF Serving's PredictionService and ModelService on grpc.aio."""

@@ -1,0 +1,103 @@
+"""Build and start the grpc.aio server (ports, TLS, channel arguments, health service)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from servable.core.status import invalid_argument
+from servable.grpc_api.services import ConfigReloader, ModelService, PredictionService, generic_handlers
+from servable.serving.service import ServingService
+
+log = logging.getLogger(__name__)
+
+INT32_MAX = 2**31 - 1
+SERVICE_NAMES = ("tensorflow.serving.ModelService", "tensorflow.serving.PredictionService")
+
+
+@dataclass
+class GrpcOptions:
+    address: str = "0.0.0.0"
+    port: int = 8500
+    socket_path: str = ""
+    max_message_bytes: int = 0  # 0: TF Serving's INT32_MAX
+    channel_arguments: str = ""
+    tensor_content_outputs: bool = False
+    enable_health: bool = True
+    ssl: Any = None  # servable.config.ssl.SslOptions-like: server_key, server_cert, custom_ca, client_verify
+    extra_options: list[tuple[str, Any]] = field(default_factory=list)
+
+
+def parse_channel_arguments(text: str) -> list[tuple[str, Any]]:
+    """``--grpc_channel_arguments``: ``k=v,k2=v2``; int-parsable values are ints (TF Serving)."""
+    options: list[tuple[str, Any]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise invalid_argument(f"Malformed --grpc_channel_arguments entry {item!r}: expected key=value")
+        try:
+            options.append((key, int(value)))
+        except ValueError:
+            options.append((key, value))
+    return options
+
+
+class GrpcFrontDoor:
+    """Owns the grpc.aio server. ``start()`` and ``stop()`` run on the server's event loop."""
+
+    def __init__(self, service: ServingService, options: GrpcOptions, reload_config: ConfigReloader | None = None) -> None:
+        self.options = options
+        self.prediction = PredictionService(service, tensor_content_outputs=options.tensor_content_outputs)
+        self.model = ModelService(service, reload_config)
+        self.health: health.aio.HealthServicer | None = None
+        self.server: grpc.aio.Server | None = None
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        """Bind and start; returns the bound TCP port (useful with ``port=0`` in tests)."""
+        opts = self.options
+        limit = opts.max_message_bytes if opts.max_message_bytes > 0 else 0
+        channel_options = [
+            ("grpc.max_receive_message_length", -1 if limit else INT32_MAX),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+            *parse_channel_arguments(opts.channel_arguments),
+            *opts.extra_options,
+        ]
+        server = grpc.aio.server(options=channel_options)
+        server.add_generic_rpc_handlers(generic_handlers(self.prediction, self.model, max_message_bytes=limit))
+        if opts.enable_health:
+            self.health = health.aio.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            for name in ("", *SERVICE_NAMES):
+                await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        address = f"{opts.address}:{opts.port}"
+        if opts.ssl is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(opts.ssl.server_key.encode(), opts.ssl.server_cert.encode())],
+                root_certificates=opts.ssl.custom_ca.encode() if opts.ssl.custom_ca else None,
+                require_client_auth=bool(opts.ssl.client_verify),
+            )
+            self.port = server.add_secure_port(address, credentials)
+        else:
+            self.port = server.add_insecure_port(address)
+        if opts.socket_path:
+            server.add_insecure_port(f"unix:{opts.socket_path}")
+        await server.start()
+        self.server = server
+        log.info("Running gRPC ModelServer at %s:%s ...", opts.address, self.port)
+        return self.port
+
+    async def mark_not_serving(self) -> None:
+        """Flip health to NOT_SERVING (first step of a graceful shutdown)."""
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new RPCs, let running ones finish for up to ``grace`` seconds."""
+        if self.server is not None:
+            await self.server.stop(grace)

@@ -1,0 +1,291 @@
+"""``tensorflow.serving.PredictionService`` and ``ModelService`` on grpc.aio.
+
+Each RPC handler runs on the event loop only long enough to hand the request to the
+service's worker pool (``ServingService.run_blocking``); decoding tensors, running the
+model and encoding the answer happen there. GetModelStatus is answered on the loop (a
+dictionary read), so status stays responsive while every worker is busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+import grpc
+
+from servable._proto.tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    predict_pb2,
+    regression_pb2,
+)
+from servable.core.status import Code, ServingError, invalid_argument
+from servable.grpc_api.convert import error_details, examples_from_input, fill_spec, grpc_code, spec_from_proto
+from servable.serving.service import InferenceTask, ServingService
+from servable.tf import tensors
+
+log = logging.getLogger(__name__)
+
+ConfigReloader = Callable[[Any], None]
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: ServingError) -> None:
+    await context.abort(grpc_code(error.code), error_details(error))
+
+
+class _TooLarge:
+    """Placeholder a size-checking deserializer returns instead of a message."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+
+
+class PredictionService:
+    """Handlers of ``tensorflow.serving.PredictionService``."""
+
+    def __init__(self, service: ServingService, *, tensor_content_outputs: bool = False) -> None:
+        self.service = service
+        self.tensor_content_outputs = tensor_content_outputs
+
+    async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[[Any], Any], request: Any) -> Any:
+        if isinstance(request, _TooLarge):
+            await _abort(context, ServingError(Code.RESOURCE_EXHAUSTED, request_too_large_message(request.size, request.limit)))
+        try:
+            return await self.service.run_blocking(fn, request)
+        except ServingError as error:
+            await _abort(context, error)
+
+    # -- Predict ----------------------------------------------------------------------
+
+    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._run(context, self.predict_sync, request)
+
+    def predict_sync(self, request: Any) -> Any:
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        spec = spec_from_proto(request.model_spec)
+        inputs_proto = request.inputs
+
+        def decode(_signature: Any) -> dict:
+            arrays = {}
+            for alias, proto in inputs_proto.items():
+                try:
+                    arrays[alias] = tensors.tensor_proto_to_ndarray(proto)
+                except ServingError as error:
+                    raise invalid_argument(f"tensor parsing error: {alias}: {error.message}") from None
+            return arrays
+
+        result = self.service.predict(spec, decode, list(request.output_filter), entrypoint="GRPC")
+        response = predict_pb2.PredictResponse()
+        fill_spec(response.model_spec, spec.name, result.id.version, result.signature_name)
+        outputs_info = result.signature.outputs
+        for alias, array in result.outputs.items():
+            info = outputs_info.get(alias)
+            tensors.ndarray_to_tensor_proto(
+                array,
+                dtype=info.dtype if info is not None else None,
+                use_tensor_content=self.tensor_content_outputs,
+                proto=response.outputs[alias],
+            )
+        return response
+
+    # -- Classify / Regress / MultiInference -------------------------------------------
+
+    async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._run(context, self.classify_sync, request)
+
+    def classify_sync(self, request: Any) -> Any:
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        spec = spec_from_proto(request.model_spec)
+        result = self.service.classify(spec, examples_from_input(request.input), entrypoint="GRPC")
+        response = classification_pb2.ClassificationResponse()
+        fill_spec(response.model_spec, spec.name, result.id.version, result.signature_name)
+        _fill_classifications(response.result, result.classes, result.scores)
+        return response
+
+    async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._run(context, self.regress_sync, request)
+
+    def regress_sync(self, request: Any) -> Any:
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        spec = spec_from_proto(request.model_spec)
+        result = self.service.regress(spec, examples_from_input(request.input), entrypoint="GRPC")
+        response = regression_pb2.RegressionResponse()
+        fill_spec(response.model_spec, spec.name, result.id.version, result.signature_name)
+        _fill_regressions(response.result, result.values)
+        return response
+
+    async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._run(context, self.multi_inference_sync, request)
+
+    def multi_inference_sync(self, request: Any) -> Any:
+        tasks = [InferenceTask(spec_from_proto(task.model_spec), task.method_name) for task in request.tasks]
+        results = self.service.multi_inference(tasks, examples_from_input(request.input), entrypoint="GRPC")
+        response = inference_pb2.MultiInferenceResponse()
+        for task, result in zip(tasks, results):
+            item = response.results.add()
+            fill_spec(item.model_spec, task.spec.name, result.id.version, result.signature_name)
+            if hasattr(result, "values"):
+                _fill_regressions(item.regression_result, result.values)
+            else:
+                _fill_classifications(item.classification_result, result.classes, result.scores)
+        return response
+
+    # -- GetModelMetadata ----------------------------------------------------------------
+
+    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._run(context, self.metadata_sync, request)
+
+    def metadata_sync(self, request: Any) -> Any:
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        spec = spec_from_proto(request.model_spec)
+        result = self.service.model_metadata(spec, list(request.metadata_field))
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, serialized in result.signature_defs.items():
+            signature_map.signature_def[key].ParseFromString(serialized)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        fill_spec(response.model_spec, spec.name, result.id.version, None)
+        response.metadata["signature_def"].Pack(signature_map)
+        return response
+
+
+def _fill_classifications(result_proto: Any, classes: Any, scores: Any) -> None:
+    rows = len(classes) if classes is not None else len(scores)
+    for i in range(rows):
+        item = result_proto.classifications.add()
+        width = classes.shape[1] if classes is not None else scores.shape[1]
+        for j in range(width):
+            cls = item.classes.add()
+            if classes is not None:
+                label = classes[i][j]
+                cls.label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
+            if scores is not None:
+                cls.score = float(scores[i][j])
+
+
+def _fill_regressions(result_proto: Any, values: Any) -> None:
+    for value in values.reshape(-1).tolist():
+        result_proto.regressions.add().value = value
+
+
+class ModelService:
+    """Handlers of ``tensorflow.serving.ModelService``."""
+
+    def __init__(self, service: ServingService, reload_config: ConfigReloader | None) -> None:
+        self.service = service
+        self.reload_config = reload_config
+
+    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return self.status_sync(request)
+        except ServingError as error:
+            await _abort(context, error)
+
+    def status_sync(self, request: Any) -> Any:
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        spec = request.model_spec
+        version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
+        states = self.service.model_status(spec.name, version)
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for state in states:
+            item = response.model_version_status.add()
+            item.version = state.id.version
+            item.state = int(state.state.value)
+            if state.error is not None:
+                item.status.error_code = int(state.error.code)
+                item.status.error_message = state.error.message
+        return response
+
+    async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            if self.reload_config is None:
+                raise ServingError(Code.UNIMPLEMENTED, "Config reload is not available in this server.")
+            if request.config.WhichOneof("config") != "model_config_list":
+                raise invalid_argument(
+                    "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                    "Only ModelConfigList is currently supported"
+                )
+            await asyncio.to_thread(self.reload_config, request.config)
+        except ServingError as error:
+            response.status.error_code = int(error.code)
+            response.status.error_message = error.message
+            await context.abort(grpc_code(error.code), error_details(error))
+        return response
+
+
+def request_too_large_message(size: int, limit: int) -> str:
+    return (
+        f"Request of {size} bytes is larger than the server's limit of {limit} bytes; "
+        "raise it with --grpc_max_message_bytes."
+    )
+
+
+def size_checking_deserializer(from_string: Callable[[bytes], Any], limit: int) -> Callable[[bytes], Any]:
+    """Deserializer that answers oversized requests with RESOURCE_EXHAUSTED naming the flag.
+
+    gRPC's own limit answers with a message that names no flag, so the transport limit
+    is set to the maximum and the check happens here, before parsing.
+    """
+    if limit <= 0:
+        return from_string
+
+    def deserialize(data: bytes) -> Any:
+        if len(data) > limit:
+            return _TooLarge(len(data), limit)
+        return from_string(data)
+
+    return deserialize
+
+
+def unary(handler: Callable[..., Awaitable[Any]], request_cls: Any, response_cls: Any, limit: int) -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(
+        handler,
+        request_deserializer=size_checking_deserializer(request_cls.FromString, limit),
+        response_serializer=response_cls.SerializeToString,
+    )
+
+
+def generic_handlers(
+    prediction: PredictionService, model: ModelService, *, max_message_bytes: int = 0
+) -> list[grpc.GenericRpcHandler]:
+    """Method handlers for both services, built by hand to control deserialization."""
+    from servable._proto.tensorflow_serving.apis import predict_pb2 as p
+
+    limit = max_message_bytes
+    prediction_methods = {
+        "Classify": unary(prediction.Classify, classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse, limit),
+        "Regress": unary(prediction.Regress, regression_pb2.RegressionRequest, regression_pb2.RegressionResponse, limit),
+        "Predict": unary(prediction.Predict, p.PredictRequest, p.PredictResponse, limit),
+        "MultiInference": unary(prediction.MultiInference, inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse, limit),
+        "GetModelMetadata": unary(
+            prediction.GetModelMetadata,
+            get_model_metadata_pb2.GetModelMetadataRequest,
+            get_model_metadata_pb2.GetModelMetadataResponse,
+            limit,
+        ),
+    }
+    model_methods = {
+        "GetModelStatus": unary(
+            model.GetModelStatus, get_model_status_pb2.GetModelStatusRequest, get_model_status_pb2.GetModelStatusResponse, limit
+        ),
+        "HandleReloadConfigRequest": unary(
+            model.HandleReloadConfigRequest,
+            model_management_pb2.ReloadConfigRequest,
+            model_management_pb2.ReloadConfigResponse,
+            limit,
+        ),
+    }
+    return [
+        grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", prediction_methods),
+        grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", model_methods),
+    ]

@@ -1,0 +1,192 @@
+"""The model server process: core, service and both front doors on one event loop.
+
+``ModelServer.run()`` is the blocking entry used by ``main()``; ``start_in_thread()`` /
+``stop()`` run the same thing on a background thread (tests, notebooks, embedding).
+
+Threads: one asyncio event loop runs the gRPC (grpc.aio) and REST (aiohttp) servers and
+answers health, status and metrics itself; model calls go to the service's worker pool;
+loads and unloads run on the manager's pools; the filesystem source has its own thread.
+
+Shutdown (SIGTERM/SIGINT, or ``stop()``): readiness and gRPC health flip to NOT_SERVING,
+both front doors stop accepting and give in-flight requests up to the grace period,
+then every model is unloaded and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from servable.core.loader import Loader
+from servable.grpc_api.server import GrpcFrontDoor, GrpcOptions
+from servable.serving.metrics import ServingMetrics
+from servable.serving.server_core import CoreOptions, ServerCore
+from servable.serving.service import ServingService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerSettings:
+    """Everything the process needs, already validated (built from flags by server.py)."""
+
+    models: Sequence[Any]  # ModelConfig-like: name, base_path, platform, version_policy, version_labels
+    core: CoreOptions = field(default_factory=CoreOptions)
+    grpc: GrpcOptions = field(default_factory=GrpcOptions)
+    rest_port: int | None = None  # None: REST off (flag value 0, as in TF Serving); 0 here: any free port
+    rest_address: str = "0.0.0.0"
+    rest_options: Any = None  # passed to servable.rest.app.create_app
+    num_request_threads: int = 8
+    shutdown_grace_s: float = 15.0
+    loader_factories: Mapping[str, Callable[[str, int, str], Loader]] = field(default_factory=dict)
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: float = 0
+    on_ready: Callable[["ModelServer"], None] | None = None
+
+
+class ModelServer:
+    """Wires ServerCore, ServingService and the front doors together."""
+
+    def __init__(self, settings: ServerSettings, metrics: ServingMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or ServingMetrics()
+        self.core = ServerCore(settings.core, settings.loader_factories)
+        self.core.monitor.subscribe(self._on_state)
+        self.service = ServingService(
+            self.core.manager, labels=self.core.labels, metrics=self.metrics, num_threads=settings.num_request_threads
+        )
+        self.grpc = GrpcFrontDoor(self.service, settings.grpc, reload_config=self.reload_config)
+        self.grpc_port: int | None = None
+        self.rest_port: int | None = None
+        self.shutting_down = False
+        self._rest_runner: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._config_watcher: Any = None
+
+    # -- state changes -------------------------------------------------------------------
+
+    def _on_state(self, state: Any) -> None:
+        self.metrics.model_state.labels(state.id.name, str(state.id.version)).set(int(state.state.value))
+        if state.error is not None:
+            log.warning("model %s version %s: %s (%s: %s)", state.id.name, state.id.version, state.state.name,
+                        state.error.code.name, state.error.message)
+        else:
+            log.info("model %s version %s: %s (%s)", state.id.name, state.id.version, state.state.name, state.reason)
+
+    def is_ready(self) -> bool:
+        return not self.shutting_down and self.core.is_ready()
+
+    def reload_config(self, config_proto: Any) -> None:
+        """HandleReloadConfigRequest: apply a ModelServerConfig proto (worker thread)."""
+        from servable.config.model_config import models_from_proto
+
+        self.core.apply_config(models_from_proto(config_proto, base_dir=None))
+
+    def apply_config_file(self, path: str) -> None:
+        """Parse and apply a ModelServerConfig text file (config watcher thread)."""
+        from servable.config.model_config import load_model_config_file
+
+        self.core.apply_config(load_model_config_file(path))
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Start everything, wait for a stop request, shut down gracefully."""
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        settings = self.settings
+        self.core.start()
+        await asyncio.to_thread(self.core.apply_config, list(settings.models))
+        self.grpc_port = await self.grpc.start()
+        if settings.rest_port is not None:
+            await self._start_rest()
+        if settings.model_config_file and settings.model_config_file_poll_wait_seconds > 0:
+            from servable.serving.config_watcher import ConfigFileWatcher
+
+            self._config_watcher = ConfigFileWatcher(
+                settings.model_config_file, settings.model_config_file_poll_wait_seconds, self.apply_config_file
+            )
+            self._config_watcher.start()
+        self._started.set()
+        if settings.on_ready is not None:
+            settings.on_ready(self)
+        await self._stop_event.wait()
+        await self._shutdown()
+
+    async def _start_rest(self) -> None:
+        from aiohttp import web
+
+        from servable.rest.app import create_app
+
+        app = create_app(self.service, self.settings.rest_options, server=self)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.rest_address, self.settings.rest_port, reuse_address=True)
+        await site.start()
+        self._rest_runner = runner
+        sockets = site._server.sockets if site._server is not None else []  # noqa: SLF001 (port 0 in tests)
+        self.rest_port = sockets[0].getsockname()[1] if sockets else self.settings.rest_port
+        log.info("Exporting HTTP/REST API at:%s:%s ...", self.settings.rest_address, self.rest_port)
+
+    async def _shutdown(self) -> None:
+        grace = self.settings.shutdown_grace_s
+        self.shutting_down = True
+        log.info("shutting down: draining requests for up to %.1fs", grace)
+        if self._config_watcher is not None:
+            self._config_watcher.stop()
+        await self.grpc.mark_not_serving()
+        stops = [self.grpc.stop(grace)]
+        if self._rest_runner is not None:
+            stops.append(self._rest_runner.cleanup())
+        await asyncio.gather(*stops, return_exceptions=True)
+        await asyncio.to_thread(self.core.stop, grace)
+        self.service.shutdown(wait=False)
+        log.info("shutdown complete")
+
+    def request_stop(self) -> None:
+        """Ask the server to shut down; safe from any thread and from signal handlers."""
+        if self._loop is not None and self._stop_event is not None:
+            self._loop.call_soon_threadsafe(self._stop_event.set)
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; returns the exit code (main thread only)."""
+
+        async def runner() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+            await self.serve()
+
+        asyncio.run(runner())
+        return 0
+
+    # -- background thread (tests, embedding) ---------------------------------------------
+
+    def start_in_thread(self, timeout: float = 120.0) -> "ModelServer":
+        def target() -> None:
+            try:
+                asyncio.run(self.serve())
+            except BaseException as error:  # surfaced to the caller of start_in_thread
+                self._startup_error = error
+                self._started.set()
+
+        self._thread = threading.Thread(target=target, name="servable-loop", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError("server did not start in time")
+        if self._startup_error is not None:
+            raise self._startup_error
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -1,0 +1,297 @@
+"""The one internal request path shared by the gRPC and REST front doors.
+
+Front doors translate wire formats into calls on ``ServingService`` and back; routing
+(model name, version or label), signature lookup, error texts, metrics and the request
+log line are written here once. Methods are synchronous and thread-safe: front doors run
+each whole request (decode, call, encode) on the service's worker pool through
+``await service.run_blocking(fn, *args)``, so no model call ever runs on an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+from servable.core.handles import ServableHandle
+from servable.core.ids import ServableId, ServableRequest
+from servable.core.status import Code, ServingError, failed_precondition, invalid_argument, not_found, unimplemented
+from servable.serving.labels import VersionLabels
+from servable.serving.metrics import ServingMetrics
+
+T = TypeVar("T")
+
+DEFAULT_SIGNATURE = "serving_default"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+request_log = logging.getLogger("servable.requests")
+
+
+@dataclass(frozen=True)
+class ModelSpecRef:
+    """A front door's reading of ``tensorflow.serving.ModelSpec``."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+    signature_name: str = ""
+
+
+@dataclass
+class PredictResult:
+    id: ServableId
+    signature_name: str
+    signature: Any
+    outputs: dict[str, np.ndarray]
+
+
+@dataclass
+class ClassifyResult:
+    id: ServableId
+    signature_name: str
+    classes: np.ndarray | None
+    scores: np.ndarray | None
+
+
+@dataclass
+class RegressResult:
+    id: ServableId
+    signature_name: str
+    values: np.ndarray
+
+
+@dataclass
+class MetadataResult:
+    id: ServableId
+    signature_defs: dict[str, bytes]
+
+
+@dataclass
+class InferenceTask:
+    """One task of a MultiInference request."""
+
+    spec: ModelSpecRef
+    method_name: str
+
+
+@dataclass
+class _CallRecord:
+    entrypoint: str
+    api: str
+    model_name: str
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    version: int | None = None
+    signature: str = ""
+    examples: int = 0
+
+
+class ServingService:
+    """Routes requests to loaded servables and runs them.
+
+    ``manager`` is a ``servable.core.manager.AspiredVersionsManager`` (anything with
+    ``get_handle(ServableRequest)`` and a ``monitor``). ``labels`` maps version labels
+    to versions per model and is replaced as configs change.
+    """
+
+    def __init__(
+        self,
+        manager: Any,
+        *,
+        labels: VersionLabels | None = None,
+        metrics: ServingMetrics | None = None,
+        num_threads: int = 8,
+    ) -> None:
+        self.manager = manager
+        self.labels = labels or VersionLabels()
+        self.metrics = metrics or ServingMetrics()
+        self._executor = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="servable-request")
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the request worker pool; called from an event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the worker pool (after the front doors stopped taking requests)."""
+        self._executor.shutdown(wait=wait, cancel_futures=not wait)
+
+    def resolve(self, spec: ModelSpecRef) -> ServableHandle:
+        """Borrow a handle on the version ``spec`` names; the caller releases it (``with``)."""
+        if not spec.name:
+            raise invalid_argument("ModelSpec has no name specified.")
+        version = spec.version
+        if spec.label:
+            version = self.labels.resolve(spec.name, spec.label)
+        request = ServableRequest.latest(spec.name) if version is None else ServableRequest.specific(spec.name, version)
+        return self.manager.get_handle(request)
+
+    @contextlib.contextmanager
+    def _observe(self, entrypoint: str, api: str, model_name: str) -> Iterator[_CallRecord]:
+        """Time one call, count it by status and write its request log line."""
+        record = _CallRecord(entrypoint, api, model_name)
+        start = time.perf_counter()
+        code = Code.OK
+        try:
+            yield record
+        except ServingError as error:
+            code = error.code
+            raise
+        except Exception as error:  # a model bug: fail this request only
+            code = Code.INTERNAL
+            logging.getLogger(__name__).exception("%s %s on %s failed", entrypoint, api, model_name)
+            raise ServingError(Code.INTERNAL, f"{type(error).__name__}: {error}") from error
+        finally:
+            latency = time.perf_counter() - start
+            self.metrics.observe_request(
+                entrypoint, api, model_name, record.version, record.signature, code, latency, record.examples
+            )
+            if request_log.isEnabledFor(logging.INFO):
+                request_log.info(
+                    "request id=%s entrypoint=%s api=%s model=%s version=%s signature=%s status=%s latency_ms=%.3f",
+                    record.request_id, entrypoint, api, model_name, record.version, record.signature,
+                    code.name, latency * 1e3,
+                )
+
+    def record_error(self, entrypoint: str, api: str, model_name: str, error: ServingError) -> None:
+        """Count a request that failed before reaching the service (e.g. malformed JSON)."""
+        self.metrics.observe_request(entrypoint, api, model_name, None, "", error.code, 0.0, 0)
+
+    # ------------------------------------------------------------------ inference
+
+    def predict(
+        self,
+        spec: ModelSpecRef,
+        decode_inputs: Callable[[Any], dict[str, np.ndarray]],
+        output_filter: Sequence[str] = (),
+        *,
+        entrypoint: str,
+    ) -> PredictResult:
+        """Predict. ``decode_inputs(signature)`` turns the request body into arrays once
+        the signature is known (REST needs its dtypes; gRPC ignores the argument)."""
+        with self._observe(entrypoint, "Predict" if entrypoint == "GRPC" else "predict", spec.name) as record:
+            with self.resolve(spec) as handle:
+                record.version = handle.id.version
+                servable = handle.servable
+                key = spec.signature_name or DEFAULT_SIGNATURE
+                record.signature = key
+                signature = servable.signatures.get(key)
+                if signature is None:
+                    if entrypoint == "REST":
+                        raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
+                    raise failed_precondition(f'Serving signature key "{key}" not found.')
+                inputs = decode_inputs(signature)
+                outputs = self._timed_run(spec.name, "Predict", servable.predict, key, inputs, output_filter)
+                return PredictResult(handle.id, key, signature, outputs)
+
+    def classify(self, spec: ModelSpecRef, examples: list[bytes], *, entrypoint: str) -> ClassifyResult:
+        """Classify serialized ``tf.Example``s (context already merged)."""
+        with self._observe(entrypoint, "Classify" if entrypoint == "GRPC" else "classify", spec.name) as record:
+            record.examples = len(examples)
+            with self.resolve(spec) as handle:
+                record.version = handle.id.version
+                key = self._lookup_inference_signature(handle, spec, record)
+                if not examples:
+                    raise invalid_argument("Input is empty.")
+                classes, scores = self._timed_run(spec.name, "Classify", handle.servable.classify, key, examples)
+                return ClassifyResult(handle.id, key, classes, scores)
+
+    def regress(self, spec: ModelSpecRef, examples: list[bytes], *, entrypoint: str) -> RegressResult:
+        """Regress serialized ``tf.Example``s (context already merged)."""
+        with self._observe(entrypoint, "Regress" if entrypoint == "GRPC" else "regress", spec.name) as record:
+            record.examples = len(examples)
+            with self.resolve(spec) as handle:
+                record.version = handle.id.version
+                key = self._lookup_inference_signature(handle, spec, record)
+                if not examples:
+                    raise invalid_argument("Input is empty.")
+                values = self._timed_run(spec.name, "Regress", handle.servable.regress, key, examples)
+                return RegressResult(handle.id, key, values)
+
+    def multi_inference(
+        self, tasks: Sequence[InferenceTask], examples: list[bytes], *, entrypoint: str
+    ) -> list[ClassifyResult | RegressResult]:
+        """Run several classify/regress signatures of one model on the same examples."""
+        model_name = tasks[0].spec.name if tasks else ""
+        with self._observe(entrypoint, "MultiInference", model_name) as record:
+            record.examples = len(examples)
+            if not tasks:
+                raise invalid_argument("MultiInferenceRequest must specify at least one task.")
+            names = {task.spec.name for task in tasks}
+            if len(names) != 1:
+                raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            seen: set[str] = set()
+            for task in tasks:
+                key = task.spec.signature_name or DEFAULT_SIGNATURE
+                if key in seen:
+                    raise invalid_argument(f"Duplicate evaluation of signature: {key}")
+                seen.add(key)
+                if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+                    raise unimplemented(f"Unsupported signature method_name: {task.method_name}")
+            if not examples:
+                raise invalid_argument("Input is empty.")
+            first = tasks[0].spec
+            with self.resolve(ModelSpecRef(first.name, first.version, first.label)) as handle:
+                record.version = handle.id.version
+                results: list[ClassifyResult | RegressResult] = []
+                for task in tasks:
+                    key = task.spec.signature_name or DEFAULT_SIGNATURE
+                    if key not in handle.servable.signatures:
+                        raise invalid_argument(f"Requested signature not found in model graph: {key}")
+                    if task.method_name == CLASSIFY_METHOD:
+                        classes, scores = self._timed_run(first.name, "Classify", handle.servable.classify, key, examples)
+                        results.append(ClassifyResult(handle.id, key, classes, scores))
+                    else:
+                        values = self._timed_run(first.name, "Regress", handle.servable.regress, key, examples)
+                        results.append(RegressResult(handle.id, key, values))
+                return results
+
+    def _lookup_inference_signature(self, handle: ServableHandle, spec: ModelSpecRef, record: _CallRecord) -> str:
+        key = spec.signature_name or DEFAULT_SIGNATURE
+        record.signature = key
+        if key not in handle.servable.signatures:
+            raise invalid_argument(f"No signature was found with the name: {key}")
+        return key
+
+    def _timed_run(self, model_name: str, api: str, fn: Callable[..., T], *args: Any) -> T:
+        start = time.perf_counter()
+        result = fn(*args)
+        self.metrics.observe_runtime(model_name, api, time.perf_counter() - start)
+        return result
+
+    # ------------------------------------------------------------------ status and metadata
+
+    def model_status(self, name: str, version: int | None = None) -> list[Any]:
+        """States of ``name``'s versions, newest first (GetModelStatus semantics)."""
+        if not name:
+            raise invalid_argument("ModelSpec has no name specified.")
+        states = self.manager.monitor.get_version_states(name)
+        if not states:
+            raise not_found(f"Could not find any versions of model {name}")
+        if version is not None:
+            state = states.get(version)
+            if state is None:
+                raise not_found(f"Could not find version {version} of model {name}")
+            return [state]
+        return [states[v] for v in sorted(states, reverse=True)]
+
+    def model_metadata(self, spec: ModelSpecRef, fields: Sequence[str], *, entrypoint: str = "GRPC") -> MetadataResult:
+        """GetModelMetadata: only the ``signature_def`` field exists."""
+        if not spec.name:
+            raise invalid_argument("ModelSpec has no name specified.")
+        if not fields:
+            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+        for name in fields:
+            if name != "signature_def":
+                raise invalid_argument(f"Metadata field {name} is not supported")
+        with self.resolve(spec) as handle:
+            return MetadataResult(handle.id, handle.servable.signature_defs())
