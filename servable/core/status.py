@@ -102,3 +102,11 @@ def unimplemented(message: str) -> ServingError:
 
 def internal(message: str) -> ServingError:
     return ServingError(Code.INTERNAL, message)
+
+
+def resource_exhausted(message: str) -> ServingError:
+    return ServingError(Code.RESOURCE_EXHAUSTED, message)
+
+
+def deadline_exceeded(message: str) -> ServingError:
+    return ServingError(Code.DEADLINE_EXCEEDED, message)

@@ -1,0 +1,79 @@
+"""``python -m servable.server``: TF Serving's command line, servable's server.
+
+Parses TF Serving's flags (``--name=value``), builds the model list (``--model_config_file``,
+or ``--model_name``/``--model_base_path``, or the built-in demo model when neither is
+given) and runs ``ModelServer`` until SIGTERM/SIGINT. Exit codes: 0 after a clean or
+graceful shutdown, 2 for bad flags, 1 for a bad config file or a failed start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Callable, Mapping, Sequence
+
+from servable.core.loader import Loader
+
+
+def default_loader_factories(
+    *, tags: Sequence[str] = ("serve",), options: Any = None
+) -> Mapping[str, Callable[[str, int, str], Loader]]:
+    """Loader factories by ``model_platform``: "tensorflow" (SavedModel) and "python"."""
+    from servable.tf.loaders import make_loader_factory
+
+    return {"tensorflow": make_loader_factory(tags=tuple(tags), options=options)}
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from servable.config.flags import FlagError, parse_flags, usage
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        flags = parse_flags(args)
+    except FlagError as error:
+        print(f"servable: {error}\nRun with --help to list the flags.", file=sys.stderr)
+        return 2
+    if flags.help:
+        print(usage())
+        return 0
+    if flags.version:
+        from servable import __version__
+
+        print(f"servable {__version__} (TensorFlow Serving API compatible)")
+        return 0
+    _configure_logging(flags.log_level)
+    from servable.settings import SettingsError, settings_from_flags
+
+    try:
+        settings, demo = settings_from_flags(flags)
+    except SettingsError as error:
+        print(f"Failed to start server. Error: {error}", file=sys.stderr)
+        return 1
+    from servable.model_server import ModelServer
+
+    if demo:
+        from servable.demo import usage_hint
+
+        def announce(server: ModelServer) -> None:
+            print(usage_hint(server.grpc_port or 0, server.rest_port or 0), file=sys.stderr, flush=True)
+
+        settings.on_ready = announce
+    server = ModelServer(settings)
+    try:
+        return server.run()
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
