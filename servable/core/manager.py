@@ -132,13 +132,19 @@ class AspiredVersionsManager:
 
         Latest means the highest-numbered AVAILABLE version. Called from request threads.
         """
-        candidates = self._serving.get(request.name, ())
-        for harness in candidates:
-            if request.version is not None and harness.id.version != request.version:
-                continue
-            if harness.refs.try_acquire():
-                return ServableHandle(harness.id, harness.servable, harness.refs)
-            # The version is leaving right now; Latest may fall back to an older one.
+        serving = self._serving
+        while True:
+            for harness in serving.get(request.name, ()):
+                if request.version is not None and harness.id.version != request.version:
+                    continue
+                if harness.refs.try_acquire():
+                    return ServableHandle(harness.id, harness.servable, harness.refs)
+            # A version was leaving while we looked: the manager publishes the new
+            # snapshot before closing the old version, so look again at the newer one.
+            latest = self._serving
+            if latest is serving:
+                break
+            serving = latest
         raise not_found(f"Servable not found for request: {request}")
 
     def available_versions(self, name: str) -> list[int]:
