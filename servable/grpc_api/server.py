@@ -78,8 +78,8 @@ class GrpcFrontDoor:
         address = f"{opts.address}:{opts.port}"
         if opts.ssl is not None:
             credentials = grpc.ssl_server_credentials(
-                [(opts.ssl.server_key.encode(), opts.ssl.server_cert.encode())],
-                root_certificates=opts.ssl.custom_ca.encode() if opts.ssl.custom_ca else None,
+                [(_pem(opts.ssl.server_key), _pem(opts.ssl.server_cert))],
+                root_certificates=_pem(opts.ssl.custom_ca) if opts.ssl.custom_ca else None,
                 require_client_auth=bool(opts.ssl.client_verify),
             )
             self.port = server.add_secure_port(address, credentials)
@@ -101,3 +101,7 @@ class GrpcFrontDoor:
         """Refuse new RPCs, let running ones finish for up to ``grace`` seconds."""
         if self.server is not None:
             await self.server.stop(grace)
+
+
+def _pem(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
