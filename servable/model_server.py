@@ -46,6 +46,8 @@ class ServerSettings:
     model_config_file: str = ""
     model_config_file_poll_wait_seconds: float = 0
     on_ready: Callable[["ModelServer"], None] | None = None
+    batch_scheduler: Any = None  # servable.batching.BatchScheduler shared by every model (--enable_batching)
+    batch_observers: Any = None  # settings.BatchObservers: batches reported to metrics
 
 
 class ModelServer:
@@ -56,6 +58,8 @@ class ModelServer:
         self.metrics = metrics or ServingMetrics()
         self.core = ServerCore(settings.core, settings.loader_factories)
         self.core.monitor.subscribe(self._on_state)
+        if settings.batch_observers is not None:
+            settings.batch_observers.callbacks.append(self._on_batch)
         self.service = ServingService(
             self.core.manager, labels=self.core.labels, metrics=self.metrics, num_threads=settings.num_request_threads
         )
@@ -80,6 +84,12 @@ class ModelServer:
                         state.error.code.name, state.error.message)
         else:
             log.info("model %s version %s: %s (%s)", state.id.name, state.id.version, state.state.name, state.reason)
+
+    def _on_batch(self, queue_id: Any, batch_size: int, padded_size: int, queue_seconds: float) -> None:
+        """A batch ran (batch thread): record its padded size and queue time."""
+        labels = (queue_id.model_name, queue_id.signature)
+        self.metrics.batch_size.labels(*labels).observe(padded_size)
+        self.metrics.batch_queue_seconds.labels(*labels).observe(queue_seconds)
 
     def is_ready(self) -> bool:
         return not self.shutting_down and self.core.is_ready()
@@ -148,6 +158,8 @@ class ModelServer:
             stops.append(self._rest_runner.cleanup())
         await asyncio.gather(*stops, return_exceptions=True)
         await asyncio.to_thread(self.core.stop, grace)
+        if self.settings.batch_scheduler is not None:
+            await asyncio.to_thread(self.settings.batch_scheduler.stop, 5.0)
         self.service.shutdown(wait=False)
         log.info("shutdown complete")
 

@@ -20,9 +20,13 @@ def default_loader_factories(
     *, tags: Sequence[str] = ("serve",), options: Any = None
 ) -> Mapping[str, Callable[[str, int, str], Loader]]:
     """Loader factories by ``model_platform``: "tensorflow" (SavedModel) and "python"."""
+    from servable.python_model import make_python_loader_factory
     from servable.tf.loaders import make_loader_factory
 
-    return {"tensorflow": make_loader_factory(tags=tuple(tags), options=options)}
+    return {
+        "tensorflow": make_loader_factory(tags=tuple(tags), options=options),
+        "python": make_python_loader_factory(),
+    }
 
 
 def _configure_logging(level: str) -> None:

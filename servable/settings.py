@@ -64,9 +64,11 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
     rest_port = flags.rest_api_port if flags.rest_api_port > 0 else None
     if demo and rest_port is None:
         rest_port = 8501
-    from servable.tf.loaders import LoaderOptions, make_loader_factory
+    from servable.server import default_loader_factories
+    from servable.tf.loaders import LoaderOptions
 
     loader_options = LoaderOptions.from_flags(flags)
+    batch_scheduler, batch_observers = _batching(flags, loader_options)
     tags = tuple(tag.strip() for tag in flags.saved_model_tags.split(",") if tag.strip())
     settings = ServerSettings(
         models=models,
@@ -77,8 +79,10 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
         rest_options=_rest_options(flags),
         num_request_threads=max(flags.grpc_max_threads, 0) or 4 * (os.cpu_count() or 1),
         shutdown_grace_s=float(getattr(flags, "shutdown_grace_period_seconds", 15)),
-        loader_factories={"tensorflow": make_loader_factory(tags=tags, options=loader_options)},
+        loader_factories=default_loader_factories(tags=tags, options=loader_options),
         model_config_file=flags.model_config_file,
+        batch_scheduler=batch_scheduler,
+        batch_observers=batch_observers,
         model_config_file_poll_wait_seconds=float(flags.model_config_file_poll_wait_seconds),
     )
     return settings, demo
@@ -88,3 +92,56 @@ def _rest_options(flags: Any) -> Any:
     from servable.rest.app import RestOptions
 
     return RestOptions.from_flags(flags)
+
+
+def _batching(flags: Any, loader_options: Any) -> Any:
+    """With ``--enable_batching``: one shared scheduler, and a wrapper around every version.
+
+    ``--batching_parameters_file`` gives the parameters (TF Serving's defaults without
+    it); with ``--enable_per_model_batching_parameters`` a version folder's
+    ``batching_params.pbtxt`` overrides them for that version. Returns the scheduler and the observers of its batches (None without batching).
+    """
+    if not getattr(flags, "enable_batching", False):
+        return None, None
+    from servable.batching import BatchingParameters, create_scheduler, load_batching_parameters, wrap_servable
+
+    try:
+        params = (
+            load_batching_parameters(flags.batching_parameters_file)
+            if flags.batching_parameters_file
+            else BatchingParameters()
+        )
+    except Exception as error:
+        raise SettingsError(str(error)) from error
+    scheduler = create_scheduler(params)
+    observers = BatchObservers()
+    per_model = bool(getattr(flags, "enable_per_model_batching_parameters", False))
+
+    def wrap(servable: Any, version_path: str) -> Any:
+        version_params = params
+        candidate = os.path.join(version_path, "batching_params.pbtxt")
+        if per_model and os.path.isfile(candidate):
+            version_params = load_batching_parameters(candidate)
+        name = os.path.basename(os.path.dirname(os.path.abspath(version_path)))
+        try:
+            version = int(os.path.basename(os.path.abspath(version_path)))
+        except ValueError:
+            version = None
+        return wrap_servable(
+            servable, version_params, scheduler, model_name=name, version=version, on_batch=observers.notify
+        )
+
+    loader_options.wrap_servable = wrap
+    return scheduler, observers
+
+
+class BatchObservers:
+    """Fan-out of batching events to whoever records them (the server's metrics)."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def notify(self, queue_id: Any, batch_size: int, padded_size: int, queue_seconds: float) -> None:
+        for callback in list(self.callbacks):
+            callback(queue_id, batch_size, padded_size, queue_seconds)
+

@@ -48,9 +48,10 @@ class Hammer:
         request.inputs["x"].tensor_shape.dim.add().size = 1
         while not self._stop.is_set():
             try:
+                sent = time.monotonic()  # requests sent after a swap settled must see the new version
                 response = self.stub.Predict(request, timeout=10)
                 with self._lock:
-                    self.versions.append((time.monotonic(), response.model_spec.version.value, response.outputs["y"].float_val[0]))
+                    self.versions.append((sent, response.model_spec.version.value, response.outputs["y"].float_val[0]))
             except grpc.RpcError as error:
                 with self._lock:
                     self.failures.append(f"{error.code()}: {error.details()}")
