@@ -1,0 +1,1 @@
+"""Runnable walk-throughs (``python -m examples.<name>.<script>`` from the repository root)."""

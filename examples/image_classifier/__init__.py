@@ -1,0 +1,1 @@
+"""Image-classifier walk-through: a Keras application behind a JPEG-bytes signature."""

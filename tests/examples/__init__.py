@@ -1,0 +1,1 @@
+"""Tests of the walk-through examples, the Dockerfile and the Kubernetes manifests."""
