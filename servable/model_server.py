@@ -7,17 +7,27 @@ Threads: one asyncio event loop runs the gRPC (grpc.aio) and REST (aiohttp) serv
 answers health, status and metrics itself; model calls go to the service's worker pool;
 loads and unloads run on the manager's pools; the filesystem source has its own thread.
 
-Shutdown (SIGTERM/SIGINT, or ``stop()``): readiness and gRPC health flip to NOT_SERVING,
-both front doors stop accepting and give in-flight requests up to the grace period,
-then every model is unloaded and the process exits 0.
+Shutdown (SIGTERM/SIGINT, or ``stop()``): readiness (503) and gRPC health (NOT_SERVING)
+flip first while both front doors still answer, so probes and load balancers see it; the
+requests in flight then get up to the grace period to finish, the front doors stop, every
+model is unloaded and the process exits 0.
+
+TLS: with an ``SslConfig`` (``--ssl_config_file``) gRPC serves TLS as in TF Serving, and
+REST serves HTTPS from the same key, certificate and client CA (TF Serving's REST is
+plaintext only); ``client_verify`` makes both require a client certificate signed by
+``custom_ca`` (mTLS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import ssl
+import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -48,6 +58,7 @@ class ServerSettings:
     on_ready: Callable[["ModelServer"], None] | None = None
     batch_scheduler: Any = None  # servable.batching.BatchScheduler shared by every model (--enable_batching)
     batch_observers: Any = None  # settings.BatchObservers: batches reported to metrics
+    rest_tls: bool = True  # REST serves HTTPS with grpc.ssl (the --ssl_config_file) when that is set
 
 
 class ModelServer:
@@ -74,11 +85,20 @@ class ModelServer:
         self._started = threading.Event()
         self._startup_error: BaseException | None = None
         self._config_watcher: Any = None
+        self._loading_since: dict[Any, float] = {}
 
     # -- state changes -------------------------------------------------------------------
 
     def _on_state(self, state: Any) -> None:
+        """Every version state change (manager threads): state gauge, load time, event log."""
         self.metrics.model_state.labels(state.id.name, str(state.id.version)).set(int(state.state.value))
+        name = state.state.name
+        if name == "LOADING":
+            self._loading_since[state.id] = time.monotonic()
+        else:
+            started = self._loading_since.pop(state.id, None)
+            if started is not None and name == "AVAILABLE":
+                self.metrics.model_load_seconds.labels(state.id.name).observe(time.monotonic() - started)
         if state.error is not None:
             log.warning("model %s version %s: %s (%s: %s)", state.id.name, state.id.version, state.state.name,
                         state.error.code.name, state.error.message)
@@ -137,23 +157,37 @@ class ModelServer:
         from servable.rest.app import create_app
 
         app = create_app(self.service, self.settings.rest_options, server=self)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=max(self.settings.shutdown_grace_s, 0.1)
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.rest_address, self.settings.rest_port, reuse_address=True)
+        tls = self.settings.grpc.ssl if self.settings.rest_tls else None
+        ssl_context = rest_ssl_context(tls) if tls is not None else None
+        site = web.TCPSite(
+            runner, self.settings.rest_address, self.settings.rest_port, reuse_address=True, ssl_context=ssl_context
+        )
         await site.start()
         self._rest_runner = runner
         sockets = site._server.sockets if site._server is not None else []  # noqa: SLF001 (port 0 in tests)
         self.rest_port = sockets[0].getsockname()[1] if sockets else self.settings.rest_port
-        log.info("Exporting HTTP/REST API at:%s:%s ...", self.settings.rest_address, self.rest_port)
+        log.info(
+            "Exporting HTTP/REST API at:%s:%s%s ...", self.settings.rest_address, self.rest_port,
+            " (HTTPS)" if ssl_context is not None else "",
+        )
 
     async def _shutdown(self) -> None:
         grace = self.settings.shutdown_grace_s
+        deadline = time.monotonic() + grace
         self.shutting_down = True
-        log.info("shutting down: draining requests for up to %.1fs", grace)
+        log.info("shutting down: %d request(s) in flight, draining for up to %.1fs", self.service.in_flight, grace)
         if self._config_watcher is not None:
             self._config_watcher.stop()
         await self.grpc.mark_not_serving()
-        stops = [self.grpc.stop(grace)]
+        # Front doors stay open while the work in flight drains: probes see NOT_SERVING/503.
+        if not await asyncio.to_thread(self.service.wait_idle, grace):
+            log.warning("shutdown: %d request(s) still running after %.1fs", self.service.in_flight, grace)
+        remaining = max(deadline - time.monotonic(), 0.0)
+        stops = [self.grpc.stop(remaining)]
         if self._rest_runner is not None:
             stops.append(self._rest_runner.cleanup())
         await asyncio.gather(*stops, return_exceptions=True)
@@ -202,3 +236,29 @@ class ModelServer:
         self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def rest_ssl_context(config: Any) -> ssl.SSLContext:
+    """A server ``SSLContext`` from an ``SslConfig`` (PEM bytes, as ``--ssl_config_file`` holds).
+
+    ``client_verify`` requires a client certificate signed by ``custom_ca``; ``custom_ca``
+    alone asks for one but accepts clients without (gRPC's behaviour with the same config).
+    The key and certificate pass through a private temporary directory that is removed
+    at once (``load_cert_chain`` reads files only).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    with tempfile.TemporaryDirectory(prefix="servable-tls-") as directory:
+        os.chmod(directory, 0o700)
+        cert_path = os.path.join(directory, "cert.pem")
+        key_path = os.path.join(directory, "key.pem")
+        for path, data in ((cert_path, config.server_cert), (key_path, config.server_key)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data if isinstance(data, bytes) else data.encode())
+        context.load_cert_chain(cert_path, key_path)
+    if config.custom_ca:
+        ca = config.custom_ca.decode() if isinstance(config.custom_ca, bytes) else config.custom_ca
+        context.load_verify_locations(cadata=ca)
+        context.verify_mode = ssl.CERT_REQUIRED if config.client_verify else ssl.CERT_OPTIONAL
+    return context

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from servable.core.status import invalid_argument
+from servable.core.status import Code, ServingError, invalid_argument
 from servable.grpc_api.services import ConfigReloader, ModelService, PredictionService, generic_handlers
 from servable.serving.service import ServingService
 
@@ -46,12 +47,46 @@ def parse_channel_arguments(text: str) -> list[tuple[str, Any]]:
     return options
 
 
+_API_BY_HANDLER = {
+    "predict_sync": "Predict",
+    "classify_sync": "Classify",
+    "regress_sync": "Regress",
+    "multi_inference_sync": "MultiInference",
+    "metadata_sync": "GetModelMetadata",
+}
+
+
+class _CountingPredictionService(PredictionService):
+    """PredictionService that counts RPCs the client abandoned (deadline, cancel).
+
+    grpc.aio cancels the handler when the deadline passes or the client goes away; the
+    work is abandoned (see ``ServingService.run_blocking``) and, because the service
+    leaves it uncounted, it is counted here once: DEADLINE_EXCEEDED when the deadline
+    passed, CANCELLED otherwise.
+    """
+
+    async def _run(self, context: grpc.aio.ServicerContext, fn: Any, request: Any) -> Any:
+        try:
+            return await super()._run(context, fn, request)
+        except asyncio.CancelledError:
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0.001
+            code = Code.DEADLINE_EXCEEDED if expired else Code.CANCELLED
+            name = request.model_spec.name if hasattr(request, "model_spec") else ""
+            if not name and getattr(request, "tasks", None):
+                name = request.tasks[0].model_spec.name
+            api = _API_BY_HANDLER.get(getattr(fn, "__name__", ""), "")
+            self.service.record_error("GRPC", api, name, ServingError(code, "Deadline Exceeded" if expired else "Cancelled"))
+            log.info("gRPC %s on %s abandoned by the client: %s", api, name, code.name)
+            raise
+
+
 class GrpcFrontDoor:
     """Owns the grpc.aio server. ``start()`` and ``stop()`` run on the server's event loop."""
 
     def __init__(self, service: ServingService, options: GrpcOptions, reload_config: ConfigReloader | None = None) -> None:
         self.options = options
-        self.prediction = PredictionService(service, tensor_content_outputs=options.tensor_content_outputs)
+        self.prediction = _CountingPredictionService(service, tensor_content_outputs=options.tensor_content_outputs)
         self.model = ModelService(service, reload_config)
         self.health: health.aio.HealthServicer | None = None
         self.server: grpc.aio.Server | None = None
@@ -61,14 +96,16 @@ class GrpcFrontDoor:
         """Bind and start; returns the bound TCP port (useful with ``port=0`` in tests)."""
         opts = self.options
         limit = opts.max_message_bytes if opts.max_message_bytes > 0 else 0
-        channel_options = [
-            ("grpc.max_receive_message_length", -1 if limit else INT32_MAX),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
-            *parse_channel_arguments(opts.channel_arguments),
-            *opts.extra_options,
-        ]
-        server = grpc.aio.server(options=channel_options)
+        # gRPC keeps the FIRST value of a repeated key: --grpc_channel_arguments (and
+        # extra_options) must replace the defaults, not follow them.
+        merged: dict[str, Any] = {
+            "grpc.max_receive_message_length": -1 if limit else INT32_MAX,
+            "grpc.max_send_message_length": -1,
+            "grpc.so_reuseport": 0,
+        }
+        for key, value in (*parse_channel_arguments(opts.channel_arguments), *opts.extra_options):
+            merged[key] = value
+        server = grpc.aio.server(options=list(merged.items()))
         server.add_generic_rpc_handlers(generic_handlers(self.prediction, self.model, max_message_bytes=limit))
         if opts.enable_health:
             self.health = health.aio.HealthServicer()

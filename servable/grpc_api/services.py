@@ -206,6 +206,13 @@ class ModelService:
         return response
 
     async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Replace the served model list; answers once the new config is in effect.
+
+        Only a ``model_config_list`` is accepted (INVALID_ARGUMENT otherwise, TF Serving's
+        text). A refused config (the reloader raises ServingError) aborts the RPC with its
+        code and message, and the previous config keeps serving. On success the response
+        carries an OK status.
+        """
         response = model_management_pb2.ReloadConfigResponse()
         try:
             if self.reload_config is None:
@@ -217,9 +224,14 @@ class ModelService:
                 )
             await asyncio.to_thread(self.reload_config, request.config)
         except ServingError as error:
+            log.error("HandleReloadConfigRequest refused: %s: %s", error.code.name, error.message)
             response.status.error_code = int(error.code)
             response.status.error_message = error.message
             await context.abort(grpc_code(error.code), error_details(error))
+        except Exception as error:  # a bug while applying: report it, keep serving
+            log.exception("HandleReloadConfigRequest failed")
+            failure = ServingError(Code.UNKNOWN, f"{type(error).__name__}: {error}")
+            await context.abort(grpc_code(failure.code), error_details(failure))
         return response
 
 

@@ -106,6 +106,11 @@ class ServingMetrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=self.registry,
         )
+        self.in_flight = Gauge(
+            "servable_requests_in_flight",
+            "Requests handed to the worker pool and not finished (queued or running).",
+            registry=self.registry,
+        )
         self.warmup_records = Counter(
             "servable_model_warmup_records",
             "Warmup records replayed before a version became AVAILABLE.",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +35,33 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 
 request_log = logging.getLogger("servable.requests")
+log = logging.getLogger(__name__)
+
+
+class _Call:
+    """The link between one front-door request awaiting ``run_blocking`` and its worker.
+
+    The event loop marks it abandoned when the awaiting coroutine is cancelled (gRPC
+    deadline or client gone, REST timeout); the worker then skips the model call if it
+    has not started it yet, and leaves counting the request to the front door that gave up.
+    """
+
+    __slots__ = ("abandoned",)
+
+    def __init__(self) -> None:
+        self.abandoned = False
+
+
+_current_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("servable_call", default=None)
+
+
+def _abandoned() -> bool:
+    call = _current_call.get()
+    return call is not None and call.abandoned
+
+
+def _deadline_error() -> ServingError:
+    return ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded: the client gave up before the model ran")
 
 
 @dataclass(frozen=True)
@@ -113,13 +142,63 @@ class ServingService:
         self.labels = labels or VersionLabels()
         self.metrics = metrics or ServingMetrics()
         self._executor = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="servable-request")
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        in_flight_gauge = getattr(self.metrics, "in_flight", None)
+        if in_flight_gauge is not None:
+            in_flight_gauge.set_function(lambda: self._in_flight)
 
     # ------------------------------------------------------------------ plumbing
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the request worker pool; called from an event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        """Run ``fn(*args)`` on the request worker pool; called from an event loop.
+
+        Cancelling the awaiting coroutine (a deadline, a client gone) abandons the work:
+        if no worker picked it up yet it never runs; if it runs, the model call is
+        skipped when not started yet. The front door that gave up counts such a request
+        in the metrics; the service only writes its log line (status DEADLINE_EXCEEDED).
+        """
+        call = _Call()
+        context = contextvars.copy_context()
+        context.run(_current_call.set, call)
+        self._enter()
+        try:
+            future = self._executor.submit(context.run, fn, *args)
+        except BaseException:
+            self._leave()
+            raise
+        future.add_done_callback(lambda _f: self._leave())  # ran to the end, or cancelled before starting
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            call.abandoned = True
+            raise
+
+    def _enter(self) -> None:
+        with self._idle:
+            self._in_flight += 1
+
+    def _leave(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests handed to the worker pool and not finished (queued or running)."""
+        return self._in_flight
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no request is in flight or ``timeout`` passes; True when idle."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._in_flight > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+            return True
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the worker pool (after the front doors stopped taking requests)."""
@@ -142,24 +221,35 @@ class ServingService:
         start = time.perf_counter()
         code = Code.OK
         try:
+            if _abandoned():
+                raise _deadline_error()
             yield record
-        except ServingError as error:
+        except ServingError as error:  # the client's or the model's documented error: no stack trace
             code = error.code
             raise
         except Exception as error:  # a model bug: fail this request only
             code = Code.INTERNAL
-            logging.getLogger(__name__).exception("%s %s on %s failed", entrypoint, api, model_name)
+            log.exception("%s %s on %s failed (request id=%s)", entrypoint, api, model_name, record.request_id)
             raise ServingError(Code.INTERNAL, f"{type(error).__name__}: {error}") from error
         finally:
+            abandoned = _abandoned()
+            if abandoned:  # the front door already answered (and counts) DEADLINE_EXCEEDED / CANCELLED
+                code = Code.DEADLINE_EXCEEDED
             latency = time.perf_counter() - start
-            self.metrics.observe_request(
-                entrypoint, api, model_name, record.version, record.signature, code, latency, record.examples
-            )
+            if not abandoned:
+                self.metrics.observe_request(
+                    entrypoint, api, model_name, record.version, record.signature, code, latency, record.examples
+                )
             if request_log.isEnabledFor(logging.INFO):
                 request_log.info(
                     "request id=%s entrypoint=%s api=%s model=%s version=%s signature=%s status=%s latency_ms=%.3f",
                     record.request_id, entrypoint, api, model_name, record.version, record.signature,
                     code.name, latency * 1e3,
+                    extra={"request": {
+                        "id": record.request_id, "entrypoint": entrypoint, "api": api, "model": model_name,
+                        "version": record.version, "signature": record.signature, "status": code.name,
+                        "latency_ms": round(latency * 1e3, 3),
+                    }},
                 )
 
     def record_error(self, entrypoint: str, api: str, model_name: str, error: ServingError) -> None:
@@ -263,6 +353,8 @@ class ServingService:
         return key
 
     def _timed_run(self, model_name: str, api: str, fn: Callable[..., T], *args: Any) -> T:
+        if _abandoned():
+            raise _deadline_error()
         start = time.perf_counter()
         result = fn(*args)
         self.metrics.observe_runtime(model_name, api, time.perf_counter() - start)

@@ -264,7 +264,8 @@ class FileSystemSource(Source):
         for version, revision in self._emitted.get(model.name, {}).items():
             if version in folders and version not in ready and version in selected_fallback(model, folders, ready):
                 wanted[version] = revision
-        if wanted != self._emitted.get(model.name):
+        previous = self._emitted.get(model.name)
+        if wanted != previous and (wanted or previous is not None):
             self._emit(model.name, {version: (folders[version], revision) for version, revision in wanted.items()})
             self._emitted[model.name] = wanted
         return settling
