@@ -58,7 +58,7 @@ class ServerSettings:
     on_ready: Callable[["ModelServer"], None] | None = None
     batch_scheduler: Any = None  # servable.batching.BatchScheduler shared by every model (--enable_batching)
     batch_observers: Any = None  # settings.BatchObservers: batches reported to metrics
-    rest_tls: bool = True  # REST serves HTTPS with grpc.ssl (the --ssl_config_file) when that is set
+    rest_tls: bool = False  # --rest_api_enable_ssl: REST serves HTTPS with grpc.ssl (the --ssl_config_file)
 
 
 class ModelServer:

@@ -81,6 +81,7 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
         shutdown_grace_s=float(getattr(flags, "shutdown_grace_period_seconds", 15)),
         loader_factories=default_loader_factories(tags=tags, options=loader_options),
         model_config_file=flags.model_config_file,
+        rest_tls=bool(getattr(flags, "rest_api_enable_ssl", False)),
         batch_scheduler=batch_scheduler,
         batch_observers=batch_observers,
         model_config_file_poll_wait_seconds=float(flags.model_config_file_poll_wait_seconds),

@@ -165,6 +165,15 @@ class BatchingServable:
         with self._stats_lock:
             return self._stats
 
+    def warmup_batch_sizes(self) -> tuple[int, ...]:
+        """Batch sizes the model will be called with that warmup should trace.
+
+        ``allowed_batch_sizes`` when set (every padded batch has one of these sizes),
+        else just 1 (any size may occur; tracing one is what TF Serving's no-file
+        warmup would do at best).
+        """
+        return self.params.allowed_batch_sizes or (1,)
+
     # -- batch threads -----------------------------------------------------------------
 
     def _merge_key(self, arrays: dict[str, np.ndarray], output_filter: Sequence[str]) -> Hashable:

@@ -208,6 +208,10 @@ class Flags:
     load_timeout_seconds: float = _flag(
         0.0, "Give up on a version whose load takes longer than this; 0 waits forever.", kind=EXTENSION
     )
+    rest_api_enable_ssl: bool = _flag(
+        False, "Serve HTTP/REST over TLS too, with --ssl_config_file's certificates (and client "
+        "verification). Off by default: TF Serving's REST is plaintext.", kind=EXTENSION
+    )
     shutdown_grace_period_seconds: float = _flag(
         15.0, "On SIGTERM/SIGINT, time in-flight requests get to finish.", kind=EXTENSION
     )

@@ -1,7 +1,8 @@
-"""TF Serving's ``--ssl_config_file`` (an ``SSLConfig`` text proto) for the gRPC front door.
+"""TF Serving's ``--ssl_config_file`` (an ``SSLConfig`` text proto) for both front doors.
 
 Read once at startup by ``servable.settings`` (main thread). As in TF Serving the file
-holds PEM *contents*, not paths, and TLS applies to gRPC only (REST stays plaintext).
+holds PEM *contents*, not paths. TLS applies to gRPC as in TF Serving, and to REST too
+with ``--rest_api_enable_ssl`` (TF Serving's REST has no TLS).
 Mistakes get an error at startup instead of a failed handshake later: a missing key or
 certificate, a path where PEM contents belong, ``client_verify`` without ``custom_ca``.
 """

@@ -423,8 +423,12 @@ class SavedModelLoader(Loader):
             if self.options.wrap_servable is not None:
                 servable = self.options.wrap_servable(model, self.path)
             if self.options.enable_model_warmup:
+                sizes = getattr(servable, "warmup_batch_sizes", None)
                 self.warmup_records = run_warmup(
-                    servable, self.path, iterations=max(1, self.options.num_request_iterations_for_warmup)
+                    servable,
+                    self.path,
+                    iterations=max(1, self.options.num_request_iterations_for_warmup),
+                    batch_sizes=sizes() if callable(sizes) else (1,),
                 )
                 log.info("warmup: replayed %d records for %s version %s", self.warmup_records, self.name, self.version)
         except BaseException:

@@ -75,6 +75,7 @@ EXTENSION_DEFAULTS = {
     "file_system_settle_seconds": 0.1,
     "load_timeout_seconds": 0.0,
     "shutdown_grace_period_seconds": 15.0,
+    "rest_api_enable_ssl": False,
 }
 
 

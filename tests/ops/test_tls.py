@@ -42,7 +42,7 @@ def tls_server(request, tmp_path_factory, certs, half_plus_two_export):
     copy_version(half_plus_two_export, str(root / "default"), 1)
     config = load_ssl_config(_ssl_config_file(str(root / "ssl.txt"), certs, client_verify=mutual))
     with running_server([model("default", root / "default")],
-                        grpc_options=GrpcOptions(address="127.0.0.1", port=0, ssl=config)) as server:
+                        grpc_options=GrpcOptions(address="127.0.0.1", port=0, ssl=config), rest_tls=True) as server:
         yield server, mutual
 
 
