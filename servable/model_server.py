@@ -118,7 +118,7 @@ class ModelServer:
         """HandleReloadConfigRequest: apply a ModelServerConfig proto (worker thread)."""
         from servable.config.model_config import models_from_proto
 
-        self.core.apply_config(models_from_proto(config_proto, base_dir=None))
+        self.core.apply_config(models_from_proto(config_proto, base_dir=None), require_available=True)
 
     def apply_config_file(self, path: str) -> None:
         """Parse and apply a ModelServerConfig text file (config watcher thread)."""
@@ -142,7 +142,10 @@ class ModelServer:
             from servable.serving.config_watcher import ConfigFileWatcher
 
             self._config_watcher = ConfigFileWatcher(
-                settings.model_config_file, settings.model_config_file_poll_wait_seconds, self.apply_config_file
+                settings.model_config_file,
+                settings.model_config_file_poll_wait_seconds,
+                self.apply_config_file,
+                use_file_events=settings.core.use_file_events,
             )
             self._config_watcher.start()
         self._started.set()

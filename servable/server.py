@@ -72,11 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(usage_hint(server.grpc_port or 0, server.rest_port or 0), file=sys.stderr, flush=True)
 
         settings.on_ready = announce
+    from servable.core.status import ServingError
+
     server = ModelServer(settings)
     try:
         return server.run()
     except KeyboardInterrupt:
         return 0
+    except ServingError as error:  # the initial config refused (duplicate names, labels...)
+        print(f"Failed to start server. Error: {error.code.name}: {error.message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
