@@ -10,9 +10,11 @@ ARGS ?=
 
 .PHONY: serve test test-fast protos bench bench-quick image-test lint clean browser-deps
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -r requirements.lock
+	# requirements.lock: what the server runs on (also what the Docker image installs);
+	# requirements-dev.lock: test and tooling packages.
+	$(PIP) install -q -r requirements.lock -r requirements-dev.lock
 	# The official client, used by the tests; --no-deps keeps the full tensorflow wheel out.
 	$(PIP) install -q --no-deps tensorflow-serving-api==2.21.0
 	$(PIP) install -q --no-deps -e .
