@@ -99,11 +99,30 @@ class ModelServer:
             started = self._loading_since.pop(state.id, None)
             if started is not None and name == "AVAILABLE":
                 self.metrics.model_load_seconds.labels(state.id.name).observe(time.monotonic() - started)
+        if name == "AVAILABLE":
+            self._record_warmup(state.id)
         if state.error is not None:
             log.warning("model %s version %s: %s (%s: %s)", state.id.name, state.id.version, state.state.name,
                         state.error.code.name, state.error.message)
         else:
             log.info("model %s version %s: %s (%s)", state.id.name, state.id.version, state.state.name, state.reason)
+
+    def _record_warmup(self, servable_id: Any) -> None:
+        """Count the warmup records a version replayed (``servable_model_warmup_records``).
+
+        Called on the manager thread that published AVAILABLE; the version is already
+        routable, so a handle is taken on it to read ``warmup_records`` (0 when absent).
+        """
+        from servable.core.ids import ServableRequest
+        from servable.core.status import ServingError
+
+        try:
+            with self.core.manager.get_handle(ServableRequest.specific(servable_id.name, servable_id.version)) as handle:
+                records = int(getattr(handle.servable, "warmup_records", 0) or 0)
+        except ServingError:  # unloaded again already
+            return
+        if records:
+            self.metrics.warmup_records.labels(servable_id.name, "OK").inc(records)
 
     def _on_batch(self, queue_id: Any, batch_size: int, padded_size: int, queue_seconds: float) -> None:
         """A batch ran (batch thread): record its padded size and queue time."""

@@ -1,0 +1,238 @@
+"""Batching through a real server started with TF Serving's flags (--enable_batching...)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+
+from servable.tf.testing_models import mlp_reference
+from tests.batching_e2e.conftest import (
+    batching_stats,
+    flag_server,
+    place_version,
+    predict_request,
+    stub_for,
+    write_params,
+)
+from tests.conftest import wait_until
+
+
+def _images(request_id: int, rows: int) -> np.ndarray:
+    """Rows unique to one request (so a mixed-up row is caught)."""
+    rng = np.random.default_rng(request_id)
+    return rng.random((rows, 784), dtype=np.float32)
+
+
+def _scores(response) -> np.ndarray:
+    import tensorflow as tf
+
+    return tf.make_ndarray(response.outputs["scores"])
+
+
+def test_64_concurrent_requests_of_1_3_5_rows_get_their_own_rows(tmp_path, mlp_export) -> None:
+    base = str(tmp_path / "mlp")
+    place_version(mlp_export, base, 1)
+    params = write_params(tmp_path, """
+        max_batch_size { value: 32 }
+        batch_timeout_micros { value: 5000 }
+        max_enqueued_batches { value: 100 }
+        num_batch_threads { value: 2 }
+    """)
+    argv = ["--model_name=mlp", f"--model_base_path={base}", "--enable_batching",
+            f"--batching_parameters_file={params}"]
+    with flag_server(argv, wait_for={"mlp": 1}) as server:
+        before = batching_stats(server, "mlp")
+        channel, stub = stub_for(server)
+        sizes = [(1, 3, 5)[i % 3] for i in range(64)]
+        inputs = [_images(i, rows) for i, rows in enumerate(sizes)]
+        barrier = threading.Barrier(64)
+
+        def call(i: int) -> np.ndarray:
+            request = predict_request("mlp", {"images": inputs[i]})
+            barrier.wait(10)
+            return _scores(stub.Predict(request, timeout=30))
+
+        with concurrent.futures.ThreadPoolExecutor(64) as pool:
+            results = list(pool.map(call, range(64)))
+        channel.close()
+        for i, scores in enumerate(results):
+            assert scores.shape == (sizes[i], 10)
+            np.testing.assert_allclose(scores, mlp_reference(inputs[i]), rtol=1e-4, atol=1e-6)
+        after = batching_stats(server, "mlp")
+        tasks = after.tasks - before.tasks
+        batches = after.batches - before.batches
+        assert tasks == 64 and after.rows - before.rows == sum(sizes)
+        assert batches < 64, "concurrent requests were never merged"
+
+
+def test_padding_to_allowed_batch_sizes(tmp_path, mlp_export) -> None:
+    base = str(tmp_path / "mlp")
+    place_version(mlp_export, base, 1)
+    params = write_params(tmp_path, """
+        max_batch_size { value: 16 }
+        batch_timeout_micros { value: 0 }
+        allowed_batch_sizes: 4
+        allowed_batch_sizes: 16
+    """)
+    argv = ["--model_name=mlp", f"--model_base_path={base}", "--enable_batching",
+            f"--batching_parameters_file={params}"]
+    with flag_server(argv, wait_for={"mlp": 1}) as server:
+        channel, stub = stub_for(server)
+        for i, rows in enumerate((1, 3, 5, 16)):
+            before = batching_stats(server, "mlp")
+            images = _images(100 + i, rows)
+            scores = _scores(stub.Predict(predict_request("mlp", {"images": images}), timeout=30))
+            assert scores.shape == (rows, 10)
+            np.testing.assert_allclose(scores, mlp_reference(images), rtol=1e-4, atol=1e-6)
+            after = batching_stats(server, "mlp")
+            assert after.rows - before.rows == rows
+            assert after.padded_rows - before.padded_rows == (4 if rows <= 4 else 16)
+        # Task bigger than max_batch_size without splitting: TF Serving's INVALID_ARGUMENT.
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(predict_request("mlp", {"images": _images(7, 17)}), timeout=30)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "Task size 17 is larger than maximum input batch size 16" in error.value.details()
+        channel.close()
+        text = server.metrics.render().decode()
+        assert "servable_batch_size" in text
+
+
+def test_large_batch_splitting(tmp_path, mlp_export) -> None:
+    base = str(tmp_path / "mlp")
+    place_version(mlp_export, base, 1)
+    params = write_params(tmp_path, """
+        max_batch_size { value: 64 }
+        batch_timeout_micros { value: 0 }
+        enable_large_batch_splitting { value: true }
+        max_execution_batch_size { value: 8 }
+        allowed_batch_sizes: 4
+        allowed_batch_sizes: 8
+    """)
+    argv = ["--model_name=mlp", f"--model_base_path={base}", "--enable_batching",
+            f"--batching_parameters_file={params}"]
+    with flag_server(argv, wait_for={"mlp": 1}) as server:
+        channel, stub = stub_for(server)
+        before = batching_stats(server, "mlp")
+        images = _images(200, 21)
+        scores = _scores(stub.Predict(predict_request("mlp", {"images": images}), timeout=30))
+        channel.close()
+        assert scores.shape == (21, 10)
+        np.testing.assert_allclose(scores, mlp_reference(images), rtol=1e-4, atol=1e-6)
+        after = batching_stats(server, "mlp")
+        # 21 rows -> pieces of 8, 8, 5 (the last padded to 8): three model calls of <= 8 rows.
+        assert after.batches - before.batches == 3
+        assert after.rows - before.rows == 21
+        assert after.padded_rows - before.padded_rows == 24
+
+
+def _rest_predict(port: int, model: str, instances: list) -> tuple[int, dict]:
+    body = json.dumps({"instances": instances}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/{model}:predict", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_queue_full_is_unavailable_grpc_and_503_rest(tmp_path, slow_export) -> None:
+    base = str(tmp_path / "slow")
+    place_version(slow_export, base, 1)
+    # One thread, batches of 1 row, one batch may wait: a third concurrent request is refused.
+    params = write_params(tmp_path, """
+        max_batch_size { value: 1 }
+        batch_timeout_micros { value: 0 }
+        max_enqueued_batches { value: 1 }
+        num_batch_threads { value: 1 }
+    """)
+    argv = ["--model_name=slow", f"--model_base_path={base}", "--enable_batching",
+            f"--batching_parameters_file={params}"]
+    with flag_server(argv, rest=True, wait_for={"slow": 1}) as server:
+        channel, stub = stub_for(server)
+        x = np.array([1.0], dtype=np.float32)
+        futures = [stub.Predict.future(predict_request("slow", {"x": x}), timeout=30) for _ in range(6)]
+        codes = []
+        for future in futures:
+            try:
+                response = future.result()
+                codes.append(grpc.StatusCode.OK)
+                import tensorflow as tf
+
+                assert tf.make_ndarray(response.outputs["y"]).tolist() == [2.5]
+            except grpc.RpcError as error:
+                codes.append(error.code())
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+                assert "The batch scheduling queue to which this task was submitted is full" in error.details()
+        assert codes.count(grpc.StatusCode.OK) >= 1
+        assert codes.count(grpc.StatusCode.UNAVAILABLE) >= 1
+
+        # REST: keep the batch thread busy and the queue full, then a REST request gets 503.
+        busy = [stub.Predict.future(predict_request("slow", {"x": x}), timeout=30) for _ in range(2)]
+        wait_until(lambda: _queue_tasks(server, "slow") >= 1, timeout=10, message="queued task")
+        status, body = _rest_predict(server.rest_port, "slow", [1.0])
+        for future in busy:
+            future.exception()
+        channel.close()
+        assert status == 503, body
+        assert "queue to which this task was submitted is full" in body["error"]
+
+
+def _queue_tasks(server, model: str) -> int:
+    from servable.core.ids import ServableRequest
+
+    with server.core.manager.get_handle(ServableRequest.latest(model)) as handle:
+        return sum(queue.num_enqueued_tasks for queue in handle.servable._queues.values())
+
+
+def test_per_model_batching_params_file(tmp_path, mlp_export) -> None:
+    loose, strict = str(tmp_path / "loose"), str(tmp_path / "strict")
+    place_version(mlp_export, loose, 1)
+    place_version(mlp_export, strict, 1, params="max_batch_size { value: 2 }\nbatch_timeout_micros { value: 0 }\n")
+    config = tmp_path / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        f'  config {{ name: "loose" base_path: "{loose}" model_platform: "tensorflow" }}\n'
+        f'  config {{ name: "strict" base_path: "{strict}" model_platform: "tensorflow" }}\n'
+        "}\n"
+    )
+    params = write_params(tmp_path, "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 0 }\n")
+    argv = [f"--model_config_file={config}", "--enable_batching", f"--batching_parameters_file={params}",
+            "--enable_per_model_batching_parameters"]
+    with flag_server(argv, wait_for={"loose": 1, "strict": 1}) as server:
+        channel, stub = stub_for(server)
+        images = _images(300, 3)
+        scores = _scores(stub.Predict(predict_request("loose", {"images": images}), timeout=30))
+        np.testing.assert_allclose(scores, mlp_reference(images), rtol=1e-4, atol=1e-6)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(predict_request("strict", {"images": images}), timeout=30)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "Task size 3 is larger than maximum input batch size 2" in error.value.details()
+        two = _images(301, 2)
+        np.testing.assert_allclose(_scores(stub.Predict(predict_request("strict", {"images": two}), timeout=30)),
+                                   mlp_reference(two), rtol=1e-4, atol=1e-6)
+        channel.close()
+
+
+def test_invalid_per_model_params_fail_that_version(tmp_path, mlp_export) -> None:
+    base = str(tmp_path / "mlp")
+    place_version(mlp_export, base, 1)
+    params = write_params(tmp_path, "max_batch_size { value: 8 }\n")
+    argv = ["--model_name=mlp", f"--model_base_path={base}", "--enable_batching",
+            f"--batching_parameters_file={params}", "--enable_per_model_batching_parameters"]
+    with flag_server(argv, wait_for={"mlp": 1}) as server:
+        place_version(mlp_export, base, 2, params="max_batch_size { value: 4 }\nallowed_batch_sizes: 3\n")
+        from servable.core.states import ManagerState
+        from servable.core.ids import ServableId
+
+        state = server.core.monitor.wait_for_state(ServableId("mlp", 2), [ManagerState.END], timeout=30)
+        assert state is not None and state.error is not None
+        assert "Last entry in allowed_batch_sizes must match max_batch_size" in state.error.message
+        assert server.core.manager.available_versions("mlp") == [1]
