@@ -61,6 +61,17 @@ class ServerSettings:
     rest_tls: bool = False  # --rest_api_enable_ssl: REST serves HTTPS with grpc.ssl (the --ssl_config_file)
 
 
+def _check_transition(proto: Any) -> None:
+    """ServerCore::ReloadConfig: only ModelConfigList -> ModelConfigList after the first config."""
+    if proto.WhichOneof("config") != "model_config_list":
+        from servable.core.status import failed_precondition
+
+        raise failed_precondition(
+            "Cannot transition to requested config. It is only legal to transition from one "
+            "ModelConfigList to another."
+        )
+
+
 class ModelServer:
     """Wires ServerCore, ServingService and the front doors together."""
 
@@ -137,13 +148,22 @@ class ModelServer:
         """HandleReloadConfigRequest: apply a ModelServerConfig proto (worker thread)."""
         from servable.config.model_config import models_from_proto
 
+        _check_transition(config_proto)
         self.core.apply_config(models_from_proto(config_proto, base_dir=None), require_available=True)
 
     def apply_config_file(self, path: str) -> None:
-        """Parse and apply a ModelServerConfig text file (config watcher thread)."""
-        from servable.config.model_config import load_model_config_file
+        """Parse and apply a ModelServerConfig text file (config watcher thread).
 
-        self.core.apply_config(load_model_config_file(path))
+        An empty file (an unset config) is refused as TF Serving refuses it on reload;
+        the current config keeps serving.
+        """
+        from servable._proto.tensorflow_serving.config import model_server_config_pb2
+        from servable.config.errors import load_text_proto
+        from servable.config.model_config import models_from_proto
+
+        proto = load_text_proto(path, model_server_config_pb2.ModelServerConfig(), "model config file")
+        _check_transition(proto)
+        self.core.apply_config(models_from_proto(proto, base_dir=os.path.dirname(os.path.abspath(path))))
 
     # -- running ---------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
         num_unload_threads=max(flags.num_unload_threads, 0) or 2,
         allow_version_labels_for_unavailable_models=flags.allow_version_labels_for_unavailable_models,
     )
+    limits = input_limits(flags)
     grpc = GrpcOptions(
         address=getattr(flags, "grpc_address", "0.0.0.0"),
         port=flags.port,
@@ -60,6 +61,7 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
         tensor_content_outputs=flags.enable_serialization_as_tensor_content,
         enable_health=True,
         ssl=ssl,
+        limits=limits,
     )
     rest_port = flags.rest_api_port if flags.rest_api_port > 0 else None
     if demo and rest_port is None:
@@ -92,7 +94,21 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
 def _rest_options(flags: Any) -> Any:
     from servable.rest.app import RestOptions
 
-    return RestOptions.from_flags(flags)
+    return RestOptions.from_flags(flags, limits=input_limits(flags))
+
+
+def input_limits(flags: Any) -> Any:
+    """``servable.limits.InputLimits`` from the ``--max_*`` flags (defaults when absent)."""
+    from servable.limits import DEFAULT_LIMITS, InputLimits
+
+    return InputLimits(
+        max_request_bytes=int(getattr(flags, "rest_api_max_body_bytes", 0) or DEFAULT_LIMITS.max_request_bytes),
+        max_tensor_elements=int(getattr(flags, "max_tensor_elements", DEFAULT_LIMITS.max_tensor_elements)),
+        max_tensor_bytes=int(getattr(flags, "max_tensor_bytes", DEFAULT_LIMITS.max_tensor_bytes)),
+        max_string_bytes=int(getattr(flags, "max_string_bytes", DEFAULT_LIMITS.max_string_bytes)),
+        max_examples=int(getattr(flags, "max_examples", DEFAULT_LIMITS.max_examples)),
+        max_json_depth=int(getattr(flags, "max_json_depth", DEFAULT_LIMITS.max_json_depth)),
+    )
 
 
 def _batching(flags: Any, loader_options: Any) -> Any:

@@ -202,6 +202,24 @@ class Flags:
         DEFAULT_MAX_MESSAGE_BYTES, "Largest HTTP/REST request body accepted, in bytes (default 256 MiB).",
         kind=EXTENSION, bits=64,
     )
+    max_tensor_elements: int = _flag(
+        2**31 - 1, "Most elements one decoded request tensor may have; more is INVALID_ARGUMENT.",
+        kind=EXTENSION, bits=64,
+    )
+    max_tensor_bytes: int = _flag(
+        1 << 30, "Most bytes one decoded request tensor may occupy (default 1 GiB).", kind=EXTENSION, bits=64,
+    )
+    max_string_bytes: int = _flag(
+        1 << 30, "Most bytes the strings of one request tensor may add up to (default 1 GiB).",
+        kind=EXTENSION, bits=64,
+    )
+    max_examples: int = _flag(
+        1 << 20, "Most tf.Examples one Classify/Regress/MultiInference request may carry.", kind=EXTENSION, bits=64,
+    )
+    max_json_depth: int = _flag(
+        300, "Deepest JSON nesting the REST decoder accepts (tensor values beyond rank 63 are refused anyway).",
+        kind=EXTENSION,
+    )
     file_system_settle_seconds: float = _flag(
         0.1, "A new version folder must stay unchanged this long before it is loaded.", kind=EXTENSION
     )
@@ -353,7 +371,8 @@ def check_flags(flags: Flags) -> None:
     if flags.log_level.lower() not in LOG_LEVELS:
         raise FlagError(f"Illegal value '{flags.log_level}' for flag 'log_level': expected one of {', '.join(LOG_LEVELS)}")
     for name in ("grpc_max_message_bytes", "rest_api_max_body_bytes", "file_system_settle_seconds",
-                 "load_timeout_seconds", "shutdown_grace_period_seconds"):
+                 "load_timeout_seconds", "shutdown_grace_period_seconds", "max_tensor_elements",
+                 "max_tensor_bytes", "max_string_bytes", "max_examples", "max_json_depth"):
         if getattr(flags, name) < 0:
             raise FlagError(f"Illegal value '{getattr(flags, name)}' for flag '{name}': must not be negative")
 

@@ -26,6 +26,7 @@ class GrpcOptions:
     port: int = 8500
     socket_path: str = ""
     max_message_bytes: int = 0  # 0: TF Serving's INT32_MAX
+    limits: Any = None  # servable.limits.InputLimits for decoding requests (None: DEFAULT_LIMITS)
     channel_arguments: str = ""
     tensor_content_outputs: bool = False
     enable_health: bool = True
@@ -86,7 +87,9 @@ class GrpcFrontDoor:
 
     def __init__(self, service: ServingService, options: GrpcOptions, reload_config: ConfigReloader | None = None) -> None:
         self.options = options
-        self.prediction = _CountingPredictionService(service, tensor_content_outputs=options.tensor_content_outputs)
+        self.prediction = _CountingPredictionService(
+            service, tensor_content_outputs=options.tensor_content_outputs, limits=options.limits
+        )
         self.model = ModelService(service, reload_config)
         self.health: health.aio.HealthServicer | None = None
         self.server: grpc.aio.Server | None = None

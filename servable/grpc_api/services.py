@@ -48,9 +48,20 @@ class _TooLarge:
 class PredictionService:
     """Handlers of ``tensorflow.serving.PredictionService``."""
 
-    def __init__(self, service: ServingService, *, tensor_content_outputs: bool = False) -> None:
+    def __init__(self, service: ServingService, *, tensor_content_outputs: bool = False, limits: Any = None) -> None:
+        from servable.limits import DEFAULT_LIMITS
+
         self.service = service
         self.tensor_content_outputs = tensor_content_outputs
+        self.limits = limits or DEFAULT_LIMITS
+
+    def _examples(self, input_proto: Any) -> list[bytes]:
+        """The request's examples, refused beyond ``limits.max_examples`` before serializing them."""
+        kind = input_proto.WhichOneof("kind")
+        count = len(getattr(input_proto, kind).examples) if kind else 0
+        if count > self.limits.max_examples:
+            raise invalid_argument(f"Request has {count} examples, more than the limit of {self.limits.max_examples}")
+        return examples_from_input(input_proto)
 
     async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[[Any], Any], request: Any) -> Any:
         if isinstance(request, _TooLarge):
@@ -75,7 +86,7 @@ class PredictionService:
             arrays = {}
             for alias, proto in inputs_proto.items():
                 try:
-                    arrays[alias] = tensors.tensor_proto_to_ndarray(proto)
+                    arrays[alias] = tensors.tensor_proto_to_ndarray(proto, self.limits)
                 except ServingError as error:
                     raise invalid_argument(f"tensor parsing error: {alias}: {error.message}") from None
             return arrays
@@ -103,7 +114,7 @@ class PredictionService:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         spec = spec_from_proto(request.model_spec)
-        result = self.service.classify(spec, examples_from_input(request.input), entrypoint="GRPC")
+        result = self.service.classify(spec, self._examples(request.input), entrypoint="GRPC")
         response = classification_pb2.ClassificationResponse()
         fill_spec(response.model_spec, spec.name, result.id.version, result.signature_name)
         _fill_classifications(response.result, result.classes, result.scores)
@@ -116,7 +127,7 @@ class PredictionService:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         spec = spec_from_proto(request.model_spec)
-        result = self.service.regress(spec, examples_from_input(request.input), entrypoint="GRPC")
+        result = self.service.regress(spec, self._examples(request.input), entrypoint="GRPC")
         response = regression_pb2.RegressionResponse()
         fill_spec(response.model_spec, spec.name, result.id.version, result.signature_name)
         _fill_regressions(response.result, result.values)
@@ -127,7 +138,7 @@ class PredictionService:
 
     def multi_inference_sync(self, request: Any) -> Any:
         tasks = [InferenceTask(spec_from_proto(task.model_spec), task.method_name) for task in request.tasks]
-        results = self.service.multi_inference(tasks, examples_from_input(request.input), entrypoint="GRPC")
+        results = self.service.multi_inference(tasks, self._examples(request.input), entrypoint="GRPC")
         response = inference_pb2.MultiInferenceResponse()
         for task, result in zip(tasks, results):
             item = response.results.add()

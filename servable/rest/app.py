@@ -78,7 +78,7 @@ class RestOptions:
         self.json_limits = JsonLimits.from_input_limits(limits)
 
     @classmethod
-    def from_flags(cls, flags: Any) -> "RestOptions":
+    def from_flags(cls, flags: Any, limits: Any = None) -> "RestOptions":
         """Read TF Serving's flag names (missing attributes take TF Serving's defaults)."""
         metrics_path = None
         monitoring_file = getattr(flags, "monitoring_config_file", "") or ""
@@ -94,6 +94,7 @@ class RestOptions:
             enable_cors=bool(getattr(flags, "rest_api_enable_cors_support", False)),
             max_body_bytes=int(max_body) if max_body and max_body > 0 else DEFAULT_MAX_BODY_BYTES,
             metrics_path=metrics_path,
+            limits=limits,
         )
 
 

@@ -26,6 +26,7 @@ from servable.rest.json_tensor import (
     DEFAULT_JSON_LIMITS,
     DT_FLOAT,
     FLOAT_MAX,
+    NUMPY_MAX_DIMS,
     JsonLimits,
     b64decode,
     fast_tensor,
@@ -93,6 +94,8 @@ def _instances_reference(instances: list, inputs: Mapping[str, Any], named: bool
         if name not in inputs:
             raise invalid_argument(f"JSON object: does not have named input: {name}")
         array = tensor_from_json_reference(item, _dtype_of(inputs[name]), limits)
+        if array.ndim >= NUMPY_MAX_DIMS:  # the batch dimension is added below
+            raise invalid_argument(f"JSON value is nested deeper than the limit of {NUMPY_MAX_DIMS - 1} levels")
         shape = list(array.shape)
         if name not in shapes:
             shapes[name] = shape

@@ -175,11 +175,17 @@ def test_queue_full_is_unavailable_grpc_and_503_rest(tmp_path, slow_export) -> N
         assert codes.count(grpc.StatusCode.UNAVAILABLE) >= 1
 
         # REST: keep the batch thread busy and the queue full, then a REST request gets 503.
-        busy = [stub.Predict.future(predict_request("slow", {"x": x}), timeout=30) for _ in range(2)]
-        wait_until(lambda: _queue_tasks(server, "slow") >= 1, timeout=10, message="queued task")
-        status, body = _rest_predict(server.rest_port, "slow", [1.0])
-        for future in busy:
-            future.exception()
+        # Timing on a loaded machine varies (the running batch may finish first), so retry
+        # the whole scene until the REST request meets a full queue.
+        def rest_meets_full_queue():
+            busy = [stub.Predict.future(predict_request("slow", {"x": x}), timeout=30) for _ in range(3)]
+            wait_until(lambda: _queue_tasks(server, "slow") >= 1, timeout=10, message="queued task")
+            answer = _rest_predict(server.rest_port, "slow", [1.0])
+            for future in busy:
+                future.exception()
+            return answer if answer[0] == 503 else None
+
+        status, body = wait_until(rest_meets_full_queue, timeout=90, message="REST 503 on a full queue")
         channel.close()
         assert status == 503, body
         assert "queue to which this task was submitted is full" in body["error"]

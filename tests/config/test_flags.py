@@ -75,6 +75,11 @@ EXTENSION_DEFAULTS = {
     "file_system_settle_seconds": 0.1,
     "load_timeout_seconds": 0.0,
     "shutdown_grace_period_seconds": 15.0,
+    "max_tensor_elements": 2**31 - 1,
+    "max_tensor_bytes": 1 << 30,
+    "max_string_bytes": 1 << 30,
+    "max_examples": 1 << 20,
+    "max_json_depth": 300,
     "rest_api_enable_ssl": False,
 }
 
