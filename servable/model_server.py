@@ -80,6 +80,7 @@ class ModelServer:
         self.metrics = metrics or ServingMetrics()
         self.core = ServerCore(settings.core, settings.loader_factories)
         self.core.monitor.subscribe(self._on_state)
+        self._batch_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         if settings.batch_observers is not None:
             settings.batch_observers.callbacks.append(self._on_batch)
         self.service = ServingService(
@@ -138,8 +139,12 @@ class ModelServer:
     def _on_batch(self, queue_id: Any, batch_size: int, padded_size: int, queue_seconds: float) -> None:
         """A batch ran (batch thread): record its padded size and queue time."""
         labels = (queue_id.model_name, queue_id.signature)
-        self.metrics.batch_size.labels(*labels).observe(padded_size)
-        self.metrics.batch_queue_seconds.labels(*labels).observe(queue_seconds)
+        children = self._batch_children.get(labels)
+        if children is None:  # labels() costs a lock and a dict lookup: cache per label set
+            children = (self.metrics.batch_size.labels(*labels), self.metrics.batch_queue_seconds.labels(*labels))
+            self._batch_children[labels] = children
+        children[0].observe(padded_size)
+        children[1].observe(queue_seconds)
 
     def is_ready(self) -> bool:
         return not self.shutting_down and self.core.is_ready()

@@ -29,13 +29,27 @@ def default_loader_factories(
     }
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str) -> Callable[[], None]:
+    """Log to stderr; request lines are written by a background thread. Returns its ``stop``.
+
+    Why: the per-request line (``servable.requests``) is produced on the event loop,
+    which must never wait on a slow stderr reader (see ``defer_request_lines``). The
+    record's caller lookup and thread/process fields are turned off (the logging HOWTO's
+    optimizations): the format does not use them and they cost more than the message.
+    """
+    from servable.serving.service import defer_request_lines
+
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return defer_request_lines()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,7 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"servable {__version__} (TensorFlow Serving API compatible)")
         return 0
-    _configure_logging(flags.log_level)
+    stop_request_lines = _configure_logging(flags.log_level)
+    try:
+        return _serve(flags)
+    finally:
+        stop_request_lines()  # write the last request lines
+
+
+def _serve(flags: Any) -> int:
     from servable.settings import SettingsError, settings_from_flags
 
     try:

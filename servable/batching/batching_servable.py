@@ -15,6 +15,7 @@ in separate batches. ``classify`` and ``regress`` pass through unbatched.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass
@@ -143,6 +144,31 @@ class BatchingServable:
         key = self._merge_key(arrays, output_filter)
         future = queue.submit(_Request(arrays, tuple(output_filter)), size, key)
         return future.result()
+
+    def predict_submit(
+        self,
+        signature_key: str,
+        inputs: dict[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Any:
+        """Queue a predict without waiting: the future completes with this request's rows.
+
+        Non-blocking (a short lock), so an event loop may call it (passing itself as
+        ``loop`` to get an ``asyncio.Future`` to await; else a
+        ``concurrent.futures.Future``). None when the request cannot be batched (unknown
+        signature, no inputs, zero rows): call ``predict`` for those. Raises
+        ``ServingError`` at once for an oversized task or a full queue.
+        """
+        queue = self._queues.get(signature_key)
+        if queue is None or not inputs:
+            return None
+        arrays = {name: np.asarray(value) for name, value in inputs.items()}
+        size = task_size(arrays)
+        if size == 0:
+            return None
+        return queue.submit(_Request(arrays, tuple(output_filter)), size, self._merge_key(arrays, output_filter), loop=loop)
 
     def classify(self, signature_key: str, examples: list[bytes]) -> tuple[np.ndarray | None, np.ndarray | None]:
         return self._inner.classify(signature_key, examples)

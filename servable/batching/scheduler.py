@@ -6,10 +6,12 @@ threads take ready batches from the non-empty queues round-robin, so one busy mo
 cannot starve another.
 
 Contracts:
-- ``BatchQueue.submit`` is called from request worker threads (never an event loop);
-  it validates and enqueues at once, raising ``ServingError`` synchronously for an
-  oversized task (INVALID_ARGUMENT) or a full/closed queue (UNAVAILABLE), and returns a
-  ``concurrent.futures.Future`` the caller blocks on.
+- ``BatchQueue.submit`` is called from request worker threads or an event loop (it
+  never blocks: one short lock); it validates and enqueues at once, raising
+  ``ServingError`` synchronously for an oversized task (INVALID_ARGUMENT) or a
+  full/closed queue (UNAVAILABLE), and returns a ``concurrent.futures.Future`` the
+  caller blocks on, or, given ``loop=``, an ``asyncio.Future`` of that loop: the batch
+  thread then completes every loop future of a batch with one wake-up of the loop.
 - The queue's ``process`` callback runs on a batch thread with the tasks of one batch
   (all sharing one merge ``key``, at most ``execution_batch_size`` rows together) and
   returns one result per task; an entry that is an exception fails that task only, a
@@ -31,6 +33,7 @@ When a batch is ready (TF Serving's rules first):
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
@@ -63,8 +66,68 @@ SplitPayload = Callable[[Any, list[int]], list[Any]]
 JoinResults = Callable[[list[Any]], Any]
 
 
-def _resolve(future: Future, result: Any = None, error: BaseException | None = None) -> None:
+class LoopCompletion:
+    """Completes an ``asyncio.Future`` from a batch thread (duck-types the Future API used here).
+
+    Why: a ``concurrent.futures.Future`` costs a Condition per request and
+    ``asyncio.wrap_future`` one self-pipe write per request; the batch thread instead
+    completes all of a batch's loop futures in one ``call_soon_threadsafe`` (see
+    ``_complete_on_loops``).
+    """
+
+    __slots__ = ("loop", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future = loop.create_future()
+
+    def set_result(self, result: Any) -> None:
+        self.loop.call_soon_threadsafe(_settle_all, [(self.future, result, None)])
+
+    def set_exception(self, error: BaseException) -> None:
+        self.loop.call_soon_threadsafe(_settle_all, [(self.future, None, error)])
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:  # pragma: no cover - not used on pieces
+        raise TypeError("LoopCompletion is only used for whole tasks")
+
+
+def _settle_all(items: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    """On the loop: complete futures that are still pending (a cancelled one stays cancelled)."""
+    for future, result, error in items:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+def _complete_on_loops(outcomes: list[tuple[Any, Any, BaseException | None]]) -> None:
+    """Complete each task's future; loop futures are grouped into one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any, BaseException | None]]] = {}
+    for future, result, error in outcomes:
+        if isinstance(future, LoopCompletion):
+            by_loop.setdefault(future.loop, []).append((future.future, result, error))
+        else:
+            _resolve(future, result, error)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, items)
+        except RuntimeError:  # loop closed (server gone): nobody waits any more
+            pass
+
+
+def _resolve(future: Any, result: Any = None, error: BaseException | None = None) -> None:
     """Complete ``future`` unless it already is (cancelled, or failed by stop())."""
+    if isinstance(future, LoopCompletion):
+        try:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+        except RuntimeError:  # loop closed
+            pass
+        return
     try:
         if error is not None:
             future.set_exception(error)
@@ -105,9 +168,17 @@ class BatchQueue:
         self._in_flight = 0
         self._closed = False
 
-    def submit(self, payload: Any, size: int, key: Hashable = None) -> Future:
-        """Enqueue a task of ``size`` rows; see the module contract."""
-        return self._scheduler._submit(self, payload, size, key)
+    def submit(
+        self, payload: Any, size: int, key: Hashable = None, *, loop: asyncio.AbstractEventLoop | None = None
+    ) -> Any:
+        """Enqueue a task of ``size`` rows; see the module contract.
+
+        Returns a ``concurrent.futures.Future``, or an ``asyncio.Future`` of ``loop``
+        (to be awaited on that loop) when ``loop`` is given.
+        """
+        completion = LoopCompletion(loop) if loop is not None else Future()
+        self._scheduler._submit(self, payload, size, key, completion)
+        return completion.future if loop is not None else completion
 
     def close(self, timeout: float | None = None) -> bool:
         """Reject new tasks, run what is queued, unregister. True if fully drained."""
@@ -289,7 +360,7 @@ class BatchScheduler:
 
     # -- submission (request worker threads) -----------------------------------------
 
-    def _submit(self, queue: BatchQueue, payload: Any, size: int, key: Hashable) -> Future:
+    def _submit(self, queue: BatchQueue, payload: Any, size: int, key: Hashable, future: Any) -> Any:
         params = queue.params
         if size > params.max_batch_size:
             raise invalid_argument(
@@ -298,7 +369,6 @@ class BatchScheduler:
         if size < 0:
             raise invalid_argument(f"Task size {size} is negative")
         max_rows = queue._max_rows
-        future: Future = Future()
         with self._lock:
             if self._stopping:
                 raise unavailable("The batch scheduler is stopped")
@@ -400,14 +470,12 @@ class BatchScheduler:
             if len(results) != len(tasks):
                 raise internal(f"Batch processing returned {len(results)} results for {len(tasks)} tasks")
         except Exception as err:  # noqa: BLE001 - every caller must learn the outcome
-            for task in tasks:
-                _resolve(task.future, error=err)
+            _complete_on_loops([(task.future, None, err) for task in tasks])
             return
-        for task, result in zip(tasks, results):
-            if isinstance(result, BaseException):
-                _resolve(task.future, error=result)
-            else:
-                _resolve(task.future, result)
+        _complete_on_loops([
+            (task.future, None, result) if isinstance(result, BaseException) else (task.future, result, None)
+            for task, result in zip(tasks, results)
+        ])
 
 
 def _gather(pieces: list[Future], parent: Future, join: JoinResults) -> None:

@@ -50,6 +50,7 @@ def parse_channel_arguments(text: str) -> list[tuple[str, Any]]:
 
 _API_BY_HANDLER = {
     "predict_sync": "Predict",
+    "predict_async": "Predict",
     "classify_sync": "Classify",
     "regress_sync": "Regress",
     "multi_inference_sync": "MultiInference",

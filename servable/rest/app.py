@@ -27,7 +27,7 @@ from servable._proto.tensorflow.core.protobuf import meta_graph_pb2
 from servable.core.status import Code, ServingError, http_status, invalid_argument
 from servable.rest import json_codec
 from servable.rest.json_codec import JsonLimits
-from servable.serving.service import ModelSpecRef, ServingService
+from servable.serving.service import INLINE_BYTES, ModelSpecRef, ServingService
 
 log = logging.getLogger(__name__)
 
@@ -322,8 +322,12 @@ class RestHandler:
             "regress": self._regress_work,
         }[route.verb](route, body)
         timeout = self.options.timeout_ms / 1000 if self.options.timeout_ms > 0 else None
+        if route.verb == "predict" and len(body) <= INLINE_BYTES:
+            answer: Any = self._predict_inline(route, body)
+        else:
+            answer = self.service.run_blocking(work)
         try:
-            payload = await asyncio.wait_for(self.service.run_blocking(work), timeout)
+            payload = await asyncio.wait_for(answer, timeout)
         except ServingError as error:
             return _error_response(error)
         except asyncio.TimeoutError:
@@ -342,6 +346,25 @@ class RestHandler:
         except ServingError as error:
             self.service.record_error("REST", route.verb, route.name, error)
             raise
+
+    async def _predict_inline(self, route: _Route, body: bytes) -> bytes:
+        """``:predict`` for a small body: parsed, decoded and encoded on the event loop.
+
+        Why: with batching on, the request then waits for its batch without holding a
+        worker thread (``ServingService.predict_async``); a body of at most
+        ``INLINE_BYTES`` parses in well under a millisecond. Large outputs are encoded on
+        the worker pool. Same errors and counting as ``_predict_work``.
+        """
+        parsed = self._pre_service(route, lambda: json_codec.parse_predict_request(body))
+        spec = ModelSpecRef(route.name, route.version, route.label, parsed.signature_name)
+        limits = self.limits
+        result = await self.service.predict_async(
+            spec, lambda signature: json_codec.decode_predict_inputs(parsed, signature, limits), entrypoint="REST"
+        )
+        row_format = json_codec.request_format(parsed) == "row"
+        if sum(getattr(array, "nbytes", 0) for array in result.outputs.values()) > INLINE_BYTES:
+            return await self.service.run_blocking(json_codec.encode_predict_response, result.outputs, row_format)
+        return json_codec.encode_predict_response(result.outputs, row_format)
 
     def _predict_work(self, route: _Route, body: bytes) -> Callable[[], bytes]:
         def work() -> bytes:

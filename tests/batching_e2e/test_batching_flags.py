@@ -242,3 +242,60 @@ def test_invalid_per_model_params_fail_that_version(tmp_path, mlp_export) -> Non
         assert state is not None and state.error is not None
         assert "Last entry in allowed_batch_sizes must match max_batch_size" in state.error.message
         assert server.core.manager.available_versions("mlp") == [1]
+
+
+def test_rest_requests_are_batched_and_get_their_own_rows(tmp_path, mlp_export) -> None:
+    """Small REST bodies are queued from the event loop (no worker parked per request)."""
+    base = str(tmp_path / "mlp")
+    place_version(mlp_export, base, 1)
+    params = write_params(tmp_path, """
+        max_batch_size { value: 32 }
+        batch_timeout_micros { value: 5000 }
+        max_enqueued_batches { value: 100 }
+        num_batch_threads { value: 1 }
+    """)
+    argv = ["--model_name=mlp", f"--model_base_path={base}", "--enable_batching",
+            f"--batching_parameters_file={params}"]
+    with flag_server(argv, rest=True, wait_for={"mlp": 1}) as server:
+        before = batching_stats(server, "mlp")
+        sizes = [(1, 3, 5)[i % 3] for i in range(32)]
+        inputs = [_images(100 + i, rows) for i, rows in enumerate(sizes)]
+        barrier = threading.Barrier(32)
+
+        def call(i: int) -> tuple[int, dict]:
+            barrier.wait(10)
+            return _rest_predict(server.rest_port, "mlp", inputs[i].tolist())
+
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            answers = list(pool.map(call, range(32)))
+        for i, (status, body) in enumerate(answers):
+            assert status == 200, body
+            np.testing.assert_allclose(np.array(body["predictions"]), mlp_reference(inputs[i]), rtol=1e-4, atol=1e-6)
+        after = batching_stats(server, "mlp")
+        assert after.tasks - before.tasks == 32 and after.rows - before.rows == sum(sizes)
+
+
+def test_deadline_while_queued_gives_deadline_exceeded_and_server_keeps_serving(tmp_path, slow_export) -> None:
+    base = str(tmp_path / "slow")
+    place_version(slow_export, base, 1)
+    params = write_params(tmp_path, """
+        max_batch_size { value: 1 }
+        batch_timeout_micros { value: 0 }
+        max_enqueued_batches { value: 10 }
+        num_batch_threads { value: 1 }
+    """)
+    argv = ["--model_name=slow", f"--model_base_path={base}", "--enable_batching",
+            f"--batching_parameters_file={params}"]
+    with flag_server(argv, wait_for={"slow": 1}) as server:
+        channel, stub = stub_for(server)
+        x = np.array([1.0], dtype=np.float32)
+        busy = stub.Predict.future(predict_request("slow", {"x": x}), timeout=30)  # holds the batch thread
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Predict(predict_request("slow", {"x": x}), timeout=0.1)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        busy.result()
+        import tensorflow as tf
+
+        response = stub.Predict(predict_request("slow", {"x": x}), timeout=30)
+        assert tf.make_ndarray(response.outputs["y"]).tolist() == [2.5]
+        channel.close()
