@@ -368,6 +368,7 @@ class ServingService:
             return await self.run_blocking(functools.partial(self.predict, entrypoint=entrypoint), spec, decode_inputs, output_filter)
         call = _Call()
         token = _current_call.set(call)
+        self._enter()  # counted in flight like run_blocking's work (graceful shutdown waits for it)
         try:
             with self._observe(entrypoint, "Predict" if entrypoint == "GRPC" else "predict", spec.name) as record:
                 with probe as handle:
@@ -394,6 +395,7 @@ class ServingService:
                     self.metrics.observe_runtime(spec.name, "Predict", time.perf_counter() - start)
                     return PredictResult(handle.id, key, signature, outputs)
         finally:
+            self._leave()
             _current_call.reset(token)
 
     def classify(self, spec: ModelSpecRef, examples: list[bytes], *, entrypoint: str) -> ClassifyResult:

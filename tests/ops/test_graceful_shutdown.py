@@ -31,7 +31,8 @@ def _ready(port: int) -> bool:
 
 
 @pytest.mark.slow
-def test_sigterm_lets_in_flight_request_finish_then_exits_0(tmp_path, slow_export):
+@pytest.mark.parametrize("extra", [[], ["--enable_batching"]], ids=["plain", "batching"])
+def test_sigterm_lets_in_flight_request_finish_then_exits_0(tmp_path, slow_export, extra):
     copy_version(slow_export, str(tmp_path / "slow"), 1)
     monitoring = tmp_path / "monitoring.txt"
     monitoring.write_text("prometheus_config { enable: true }\n")
@@ -42,7 +43,7 @@ def test_sigterm_lets_in_flight_request_finish_then_exits_0(tmp_path, slow_expor
             [sys.executable, "-m", "servable.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
              "--grpc_address=127.0.0.1", "--rest_api_address=127.0.0.1", "--model_name=slow",
              f"--model_base_path={tmp_path / 'slow'}", f"--monitoring_config_file={monitoring}",
-             "--log_level=info", "--shutdown_grace_period_seconds=20"],
+             "--log_level=info", "--shutdown_grace_period_seconds=20", *extra],
             cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
         )
     try:
