@@ -22,8 +22,11 @@ import orjson
 
 from servable._proto.tensorflow.core.example import example_pb2
 from servable.core.status import Code, ServingError, invalid_argument
+from servable.rest.json_numeric import DenseNumeric, dense_numeric_value
 from servable.rest.json_tensor import (
+    _MAX_EXACT_INT,
     DEFAULT_JSON_LIMITS,
+    DT_DOUBLE,
     DT_FLOAT,
     FLOAT_MAX,
     NUMPY_MAX_DIMS,
@@ -44,11 +47,18 @@ from servable.rest.json_text import dumps, format_decimal, json_type_string, jso
 
 @dataclass
 class PredictRequestJson:
-    """A parsed :predict body, checked as far as TF Serving checks before the model lookup."""
+    """A parsed :predict body, checked as far as TF Serving checks before the model lookup.
+
+    ``dense`` is set when ``json_numeric`` read the body's tensor: ``doc`` then holds ``0``
+    in its place, and ``decode_predict_inputs`` either uses the parsed array or reads
+    ``body`` again the ordinary way.
+    """
 
     doc: dict
     signature_name: str
     may_contain_bools: bool  # raw body mentions true/false: numeric fast path must check types
+    body: bytes = b""
+    dense: DenseNumeric | None = None
 
 
 def _load_object(body: bytes) -> dict:
@@ -70,8 +80,34 @@ def _signature_name(doc: dict) -> str:
 
 def parse_predict_request(body: bytes) -> PredictRequestJson:
     """Parse a :predict body: JSON, top-level object, ``signature_name`` type."""
+    dense = dense_numeric_value(body)
+    if dense is not None and isinstance(dense.doc.get("signature_name", ""), str):
+        return PredictRequestJson(dense.doc, dense.doc.get("signature_name", ""), False, body, dense)
     doc = _load_object(body)
     return PredictRequestJson(doc, _signature_name(doc), mentions_bool(body))
+
+
+def _decode_dense(request: PredictRequestJson, inputs: Mapping[str, Any], limits: JsonLimits) -> dict[str, np.ndarray] | None:
+    """The array ``json_numeric`` read, typed as ``fast_tensor`` would type it; None to fall back.
+
+    Only for a one-input signature of a float dtype (the common case); an all-integer
+    array is exact only up to the dtype's integer precision, a float array only within
+    its range, as in ``fast_tensor``.
+    """
+    dense = request.dense
+    if dense is None or len(inputs) != 1:
+        return None
+    name, info = next(iter(inputs.items()))
+    dtype = _dtype_of(info)
+    if dtype not in (DT_FLOAT, DT_DOUBLE) or dense.values.ndim > limits.max_depth:
+        return None
+    values = dense.values
+    if values.dtype == np.int64:
+        if max(abs(int(values.max())), abs(int(values.min()))) > _MAX_EXACT_INT[dtype]:
+            return None
+    elif float(np.abs(values).max()) > FLOAT_MAX[dtype]:
+        return None
+    return {name: values.astype(np.float32 if dtype == DT_FLOAT else np.float64)}
 
 
 
@@ -205,6 +241,12 @@ def decode_predict_inputs(
     inputs: Mapping[str, Any] = signature.inputs
     if not inputs:
         raise invalid_argument(f"Failed to get input map for signature: {request.signature_name or 'DEFAULT'}")
+    if request.dense is not None:
+        fast = _decode_dense(request, inputs, limits)
+        if fast is not None:
+            return fast
+        doc = _load_object(request.body)  # anything else: the ordinary reading, its errors
+        request = PredictRequestJson(doc, _signature_name(doc), mentions_bool(request.body))
     doc = request.doc
     if "instances" in doc:
         return _decode_instances(request, inputs, limits)
