@@ -16,14 +16,17 @@
 #   IMAGE_TEST_DIR      work and storage folder (default /tmp/servable-image-test)
 #   IMAGE_TEST_INSTALL  0 = do not try `apt-get install podman runc debootstrap`
 #   IMAGE_TEST_KEEP     1 = keep the container storage (base images) for a faster rerun
-#   IMAGE_TEST_GRPC_PORT / IMAGE_TEST_REST_PORT (default 18500 / 18501)
+#   IMAGE_TEST_GRPC_PORT / IMAGE_TEST_REST_PORT (default: free ports picked at start)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${IMAGE_TEST_DIR:-/tmp/servable-image-test}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
-GRPC_PORT="${IMAGE_TEST_GRPC_PORT:-18500}"
-REST_PORT="${IMAGE_TEST_REST_PORT:-18501}"
+# Free ports by default (host networking: a fixed port may already be taken by another server).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+GRPC_PORT="${IMAGE_TEST_GRPC_PORT:-$(free_port)}"
+REST_PORT="${IMAGE_TEST_REST_PORT:-$(free_port)}"
+while [ "$REST_PORT" = "$GRPC_PORT" ]; do REST_PORT="$(free_port)"; done
 IMAGE="localhost/servable:image-test"
 CONTAINER="servable-image-test-$$"
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
@@ -126,7 +129,9 @@ until curl -fsS "http://127.0.0.1:$REST_PORT/v1/readyz" >/dev/null 2>&1; do
     fi
     sleep 1
 done
-log "server ready"
+[ "$(podman inspect -f '{{.State.Running}}' "$CONTAINER")" = "true" ] \
+    || { podman logs "$CONTAINER" 2>&1 | tail -40 >&2; fail "the container exited (port $GRPC_PORT or $REST_PORT taken?)"; }
+log "server ready on gRPC :$GRPC_PORT, REST :$REST_PORT"
 
 curl -fsS "http://127.0.0.1:$REST_PORT/v1/models/mnist" | grep -q AVAILABLE || fail "model status is not AVAILABLE"
 "$PY" - "$REST_PORT" <<'EOF' || fail "REST predict failed"

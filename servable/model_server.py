@@ -205,7 +205,11 @@ class ModelServer:
 
         app = create_app(self.service, self.settings.rest_options, server=self)
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=max(self.settings.shutdown_grace_s, 0.1)
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=max(self.settings.shutdown_grace_s, 0.1),
+            auto_decompress=False,  # the REST handler decodes gzip itself (TF Serving's rules)
         )
         await runner.setup()
         tls = self.settings.grpc.ssl if self.settings.rest_tls else None

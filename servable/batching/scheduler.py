@@ -387,6 +387,7 @@ class BatchScheduler:
                     f"max_enqueued_batches is {params.max_enqueued_batches}"
                 )
             now = time.monotonic()
+            was_empty = not queue._tasks
             queue._record_arrival(now)
             sizes = self._split_sizes(queue, size, key)
             if len(sizes) == 1:
@@ -401,7 +402,14 @@ class BatchScheduler:
                     queue._tasks.append(Task(piece, piece_size, key, piece_future, now))
                 _gather(futures, future, join)
             queue._rows += size
-            self._work.notify()
+            # Wake a batch thread only when this task can change what it waits for: a
+            # first task (it may run at once, or starts the window), a full batch, or no
+            # window at all. Otherwise a waiting thread already sleeps until the head
+            # task's deadline (arrivals only push the quiet deadline later), and a busy
+            # one looks again when its batch ends: waking it per task would only make it
+            # fight the submitting thread for the GIL.
+            if was_empty or queue._rows >= max_rows or queue._timeout <= 0:
+                self._work.notify()
         return future
 
     @staticmethod

@@ -105,8 +105,12 @@ def _decode_dense(request: PredictRequestJson, inputs: Mapping[str, Any], limits
     if values.dtype == np.int64:
         if max(abs(int(values.max())), abs(int(values.min()))) > _MAX_EXACT_INT[dtype]:
             return None
-    elif float(np.abs(values).max()) > FLOAT_MAX[dtype]:
-        return None
+    else:
+        finite = values[np.isfinite(values)]
+        # Beyond the dtype's exact integers a float reading may hide an integer token
+        # (``[0.5, 1435774380]``), which TF Serving refuses: let the reference decide.
+        if finite.size and float(np.abs(finite).max()) > _MAX_EXACT_INT[dtype]:
+            return None
     return {name: values.astype(np.float32 if dtype == DT_FLOAT else np.float64)}
 
 
@@ -403,5 +407,11 @@ def encode_regress_results(values: np.ndarray) -> bytes:
 
 
 def encode_error(message: str) -> bytes:
-    """``{"error": "<message>"}``."""
-    return dumps({"error": message})
+    """``{"error": "<message>"}``; never raises (a message orjson refuses, e.g. one holding
+    a lone surrogate, is written with ASCII escapes instead)."""
+    try:
+        return dumps({"error": message})
+    except TypeError:
+        import json
+
+        return json.dumps({"error": str(message)}).encode()

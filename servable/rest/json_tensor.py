@@ -254,7 +254,9 @@ def fast_tensor(value: Any, dtype: int, may_contain_bools: bool, limits: JsonLim
     if dtype in (DT_FLOAT, DT_DOUBLE):
         if kind == "f":
             finite = array[np.isfinite(array)]
-            if finite.size and float(np.abs(finite).max()) > FLOAT_MAX[dtype]:
+            # Past the dtype's exact integers the list may mix in an integer token
+            # (``[0.5, 1435774380]``) that TF Serving refuses: the reference decides.
+            if finite.size and float(np.abs(finite).max()) > _MAX_EXACT_INT[dtype]:
                 return None
             return array.astype(target)
         if kind in "iu":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -80,22 +81,78 @@ def parse_json(body: bytes) -> Any:
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
+    else:
+        if not _may_repeat_a_request_key(body):
+            return document
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise invalid_argument(f"JSON Parse error: Invalid encoding in string. at offset: {error.start}") from None
     if not text.strip():
         raise invalid_argument("JSON Parse error: The document is empty")
+    _check_surrogates(text)
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_first_key_wins)
     except json.JSONDecodeError as error:
         offset = len(text[: error.pos].encode("utf-8"))
         raise invalid_argument(f"JSON Parse error: {_rapidjson_message(error)} at offset: {offset}") from None
     except RecursionError:
         raise invalid_argument("JSON Parse error: Terminate parsing due to Handler error. at offset: 0") from None
+
+
+_REQUEST_KEYS = (b'"instances"', b'"inputs"', b'"signature_name"', b'"examples"', b'"context"')
+
+
+def _may_repeat_a_request_key(body: bytes) -> bool:
+    """Whether a request key appears twice in ``body`` (then it is parsed again, first wins).
+
+    Why: rapidjson's ``FindMember`` finds the first of repeated members, orjson keeps
+    the last; a cheap count over the raw bytes keeps the exact reading off the common path.
+    """
+    return any(body.count(key) > 1 for key in _REQUEST_KEYS)
+
+
+def _first_key_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: of repeated keys, keep the first value (rapidjson's lookup)."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        document.setdefault(key, value)
+    return document
+
+
+# A \uXXXX escape in the UTF-16 surrogate range, preceded by an even number of backslashes.
+_SURROGATE_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u([dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def _check_surrogates(text: str) -> None:
+    """Refuse lone or misordered surrogate escapes as rapidjson does.
+
+    Why: the standard library parser (the fallback) turns ``"\ud800"`` into a Python
+    string that cannot be encoded as UTF-8, which would fail later, far from the input;
+    rapidjson answers "The surrogate pair in string is invalid." at the escape's offset.
+    """
+    pending: int | None = None  # offset of a high surrogate waiting for its low half
+    expected_at = -1
+    for match in _SURROGATE_ESCAPE.finditer(text):
+        start = match.end() - 6  # the backslash of this \uXXXX
+        high = match.group(1)[1].lower() in "89ab"
+        if pending is not None:
+            if high or start != expected_at:
+                break
+            pending = None
+            continue
+        if not high:
+            pending = start
+            break
+        pending, expected_at = start, match.end()
+    else:
+        if pending is None:
+            return
+    offset = len(text[:pending].encode("utf-8"))
+    raise invalid_argument(f"JSON Parse error: The surrogate pair in string is invalid. at offset: {offset}")
 
 
 def dumps(value: Any) -> bytes:

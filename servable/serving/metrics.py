@@ -70,6 +70,9 @@ class ServingMetrics:
         self._runtime_latency: dict[tuple[str, str], _Histogram] = {}
         self._example_counts: dict[str, _Histogram] = {}
         self._example_total: dict[str, int] = {}
+        # prometheus_client's labels() formats and looks its labels up on every call; the
+        # children are cached here by the raw label values (one dict lookup per request).
+        self._request_children: dict[tuple, Counter] = {}
         self.registry = registry or CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         self.requests = Counter(
@@ -147,9 +150,13 @@ class ServingMetrics:
                     hist = self._example_counts[model_name] = _Histogram(EXAMPLE_COUNT_BUCKETS)
                 hist.observe(examples)
                 self._example_total[model_name] = self._example_total.get(model_name, 0) + examples
-        self.requests.labels(
-            model_name, "" if version is None else str(version), signature, api, entrypoint, status
-        ).inc()
+            labels = (model_name, version, signature, api, entrypoint, status)
+            child = self._request_children.get(labels)
+            if child is None:
+                child = self._request_children[labels] = self.requests.labels(
+                    model_name, "" if version is None else str(version), signature, api, entrypoint, status
+                )
+        child.inc()
 
     def observe_runtime(self, model_name: str, api: str, seconds: float) -> None:
         with self._lock:

@@ -37,6 +37,7 @@ class LoaderOptions:
     enable_batching: bool = False
     batching_parameters_file: str = ""
     enable_per_model_batching_parameters: bool = False
+    method_name_check: bool = False  # --enable_signature_method_name_check
     wrap_servable: WrapServable | None = None
 
     @classmethod
@@ -53,6 +54,7 @@ class LoaderOptions:
             enable_batching=bool(getattr(flags, "enable_batching", False)),
             batching_parameters_file=str(getattr(flags, "batching_parameters_file", "") or ""),
             enable_per_model_batching_parameters=bool(getattr(flags, "enable_per_model_batching_parameters", False)),
+            method_name_check=bool(getattr(flags, "enable_signature_method_name_check", False)),
         )
 
 

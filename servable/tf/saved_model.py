@@ -37,6 +37,7 @@ from servable.core.loader import Loader
 from servable.core.status import Code, ServingError, failed_precondition, internal, invalid_argument, unavailable
 from servable.tf.signatures import (
     CLASSIFY_METHOD,
+    PREDICT_METHOD,
     REGRESS_METHOD,
     ModelSignatures,
     SignatureInfo,
@@ -56,6 +57,8 @@ CLASSIFY_OUTPUT_CLASSES = "classes"
 CLASSIFY_OUTPUT_SCORES = "scores"
 REGRESS_INPUTS = "inputs"
 REGRESS_OUTPUTS = "outputs"
+# What Predict accepts with --enable_signature_method_name_check (TF Serving's order).
+_PREDICT_METHODS = (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD)
 
 # TF Serving's resource estimate: bytes on disk times this (saved_model_bundle_factory).
 RAM_MULTIPLIER = 1.2
@@ -146,8 +149,12 @@ class _SignatureRunner:
 class SavedModelServable:
     """One loaded SavedModel version; implements the ``ModelServable`` protocol.
 
-    ``method_name_check`` mirrors ``--enable_signature_method_name_check`` for
-    classify/regress (on here: a wrong method name is INVALID_ARGUMENT).
+    ``method_name_check`` mirrors ``--enable_signature_method_name_check`` (off by
+    default, as in TF Serving: TF2 exports mark every signature
+    ``tensorflow/serving/predict``, and Classify/Regress must still run a signature whose
+    inputs and outputs have the classify/regress shape). When on, Classify/Regress on a
+    signature of another method is INVALID_ARGUMENT and Predict on a signature whose
+    method is none of predict/classify/regress is INTERNAL, with TF Serving's texts.
     """
 
     def __init__(
@@ -156,7 +163,7 @@ class SavedModelServable:
         model_signatures: ModelSignatures,
         path: str = "",
         *,
-        method_name_check: bool = True,
+        method_name_check: bool = False,
     ) -> None:
         self.path = path
         self.warmup_records = 0  # set by the loader after warmup
@@ -186,6 +193,11 @@ class SavedModelServable:
         exist and be unique. Strings come back as object arrays of bytes.
         """
         info = self._signature(signature_key)
+        if self._method_name_check and info.method_name not in _PREDICT_METHODS:
+            raise internal(
+                "Expected prediction signature method_name to be one of {"
+                + ", ".join(_PREDICT_METHODS) + f"}}. Was: {info.method_name}"
+            )
         wanted = self._check_output_filter(info, output_filter)
         self._check_inputs(info, inputs)
         outputs = self._run(signature_key, info, inputs)
@@ -417,7 +429,9 @@ class SavedModelLoader(Loader):
             raise serving_error_from_tf(error) from None
         except (OSError, ValueError, RuntimeError) as error:
             raise ServingError(Code.INVALID_ARGUMENT, f"Failed to load SavedModel at {self.path}: {error}") from None
-        model = SavedModelServable(loaded, model_signatures, self.path)
+        model = SavedModelServable(
+            loaded, model_signatures, self.path, method_name_check=self.options.method_name_check
+        )
         servable: Any = model
         try:
             if self.options.wrap_servable is not None:

@@ -177,6 +177,27 @@ def test_lossy_float_rejected():
     assert "to float without loss of precision" in error.message
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"inputs": [0.5, 1435774380]}',
+        b'{"inputs": [[0.5, 2.0], [1.0, 1435774380]]}',
+        b'{"instances": [0.5, 1435774380]}',
+        ('{"inputs": [' + ", ".join(["0.5"] * 600 + ["1435774380"]) + "]}").encode(),  # the simdjson reading
+    ],
+)
+def test_lossy_integer_among_floats_rejected_as_alone(body):
+    # TF Serving checks every JSON number on its own: an integer token beyond float's
+    # exact range is refused even when floats surround it.
+    error = error_of(decode, body, sig(x=jt.DT_FLOAT))
+    assert error.code == Code.INVALID_ARGUMENT
+    assert error.message.endswith("Cannot convert JSON value: 1435774380 to float without loss of precision.")
+
+
+def test_large_float_tokens_among_floats_accepted():
+    assert decode(b'{"inputs": [0.5, 1.5e8, 1e20]}', sig(x=jt.DT_FLOAT))["x"].tolist() == [0.5, 1.5e8, float(np.float32(1e20))]
+
+
 def test_unsupported_dtype_is_unimplemented():
     error = error_of(decode, {"inputs": [1.0]}, sig(x=jt.DT_HALF))
     assert error.code == Code.UNIMPLEMENTED
@@ -405,3 +426,18 @@ def test_mentions_bool_has_no_false_negatives():
     assert jt.mentions_bool(b'{"instances": [false]}')
     error = error_of(decode, big[:-2] + b",[" + b"1.0," * 999 + b"false]]}", sig(x=jt.DT_FLOAT))
     assert error.message.endswith("Type: False is not of expected type: float")
+
+
+def test_repeated_request_key_first_one_wins():
+    # rapidjson's FindMember (TF Serving) returns the first of repeated members.
+    assert decode(b'{"instances": [1.0], "instances": [2.0, 3.0]}', sig(x=jt.DT_FLOAT))["x"].tolist() == [1.0]
+    big = ", ".join(["0.5"] * 9000)
+    body = f'{{"inputs": [{big}], "inputs": [1.0]}}'.encode()  # large enough for the simdjson reading
+    assert decode(body, sig(x=jt.DT_FLOAT))["x"].shape == (9000,)
+
+
+def test_lone_surrogate_escape_is_a_parse_error():
+    error = error_of(decode, b'{"inputs": ["\\ud800"]}', sig(x=jt.DT_STRING))
+    assert error.code == Code.INVALID_ARGUMENT
+    assert error.message == "JSON Parse error: The surrogate pair in string is invalid. at offset: 13"
+    assert decode(b'{"inputs": ["\\ud83d\\ude00"]}', sig(x=jt.DT_STRING))["x"].tolist() == ["\U0001f600".encode()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import math
 
 import pytest
@@ -65,6 +66,23 @@ def test_predict_nan_and_infinity(client):
 
 def test_predict_gzip_body(client):
     assert assert_json(client.post_gzip("/v1/models/default:predict", {"instances": [1.0, 2.0]})) == {"predictions": [2.5, 3.0]}
+
+
+@pytest.mark.parametrize("encoding", ["br", "deflate", "identity", "zstd"])
+def test_other_content_encodings_are_ignored_as_tf_serving_does(client, encoding):
+    # TF Serving decodes gzip only; the body of any other encoding is parsed as sent.
+    reply = client.call(
+        "POST", "/v1/models/default:predict", b'{"instances": [1.0]}', headers={"Content-Encoding": encoding}
+    )
+    assert reply.status == 200
+    assert reply.json() == {"predictions": [2.5]}
+
+
+def test_gzip_encoding_name_is_case_insensitive(client):
+    body = gzip.compress(b'{"instances": [1.0, 2.0]}')
+    reply = client.call("POST", "/v1/models/default:predict", body, headers={"Content-Encoding": "GZIP"})
+    assert reply.status == 200
+    assert reply.json() == {"predictions": [2.5, 3.0]}
 
 
 def test_predict_strings_b64_and_bytes_suffix(client):
@@ -191,6 +209,13 @@ def test_metadata_errors(client):
         ("/v1/models/default:predict", b"instances = [1, 2]", 400, "JSON Parse error: Invalid value. at offset: 0"),
         ("/v1/models/foo:predict", b"{", 400, "JSON Parse error: Missing a name for object member. at offset: 1"),
         ("/v1/models/default:predict", {"foo": 1}, 400, "Missing 'inputs' or 'instances' key"),
+        ("/v1/models/default:predict", rb'{"instances": ["\ud800"]}', 400,
+         "JSON Parse error: The surrogate pair in string is invalid. at offset: 16"),
+        ("/v1/models/default:predict", rb'{"signature_name": "\udc00", "instances": [1.0]}', 400,
+         "JSON Parse error: The surrogate pair in string is invalid. at offset: 20"),
+        ("/v1/models/default:predict", rb'{"instances": ["\ud83d\ude00"]}', 400,
+         'Failed to process element: 0 of \'instances\' list. Error: INVALID_ARGUMENT: JSON Value: "\U0001f600" '
+         "Type: String is not of expected type: float"),
         ("/v1/models/default/versions/99999999999999999999:predict", {"instances": [1.0]}, 400,
          "Failed to convert version: 99999999999999999999 to numeric."),
     ],

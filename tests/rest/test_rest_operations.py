@@ -81,7 +81,12 @@ def test_body_limit_is_413_naming_the_flag(slow_client):
 def test_corrupt_gzip_is_400(slow_client):
     reply = slow_client.call("POST", "/v1/models/default:predict", b"not gzip", headers={"Content-Encoding": "gzip"})
     assert reply.status == 400
-    assert "error" in reply.json()
+    assert reply.headers["content-type"].startswith("application/json")
+    assert reply.json()["error"].startswith("Failed to decompress the gzip request body:")
+    truncated = gzip.compress(b'{"instances": [1.0]}')[:-6]
+    reply = slow_client.call("POST", "/v1/models/default:predict", truncated, headers={"Content-Encoding": "gzip"})
+    assert reply.status == 400
+    assert reply.json()["error"].startswith("Failed to decompress the gzip request body:")
 
 
 def test_cors_off_by_default(slow_client):

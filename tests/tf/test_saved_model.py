@@ -177,20 +177,94 @@ def test_classify_with_classes_and_scores(mlp):
     np.testing.assert_allclose(scores, mlp_reference(images), rtol=1e-4, atol=1e-6)
 
 
-def test_classify_on_regress_signature(half_plus_two):
+@pytest.fixture(scope="module")
+def half_plus_two_checked(half_plus_two_export: str):
+    """half_plus_two loaded with --enable_signature_method_name_check."""
+    from servable.tf.loaders import LoaderOptions
+    from servable.tf.saved_model import SavedModelLoader
+
+    loader = SavedModelLoader(half_plus_two_export, options=LoaderOptions(enable_model_warmup=False, method_name_check=True))
+    loader.load()
+    yield loader.servable()
+    loader.unload()
+
+
+def test_classify_on_regress_signature_checks_structure_by_default(half_plus_two):
+    # TF Serving's default (--enable_signature_method_name_check=false): the method name is
+    # not looked at, the signature's outputs are.
     error = error_of(half_plus_two.classify, "regress_x_to_y", [example(x=1.0)])
+    assert error.code == Code.INVALID_ARGUMENT
+    assert error.message.startswith(
+        'Expected classification signature outputs to contain at least one of "classes" or "scores".'
+    )
+
+
+def test_classify_on_regress_signature_with_method_name_check(half_plus_two_checked):
+    error = error_of(half_plus_two_checked.classify, "regress_x_to_y", [example(x=1.0)])
     assert error.code == Code.INVALID_ARGUMENT
     assert error.message == (
         "Expected classification signature method_name to be tensorflow/serving/classify. Was: tensorflow/serving/regress"
     )
 
 
-def test_regress_on_predict_signature(half_plus_two):
-    error = error_of(half_plus_two.regress, "serving_default", [example(x=1.0)])
+def test_regress_on_predict_signature_with_method_name_check(half_plus_two_checked):
+    error = error_of(half_plus_two_checked.regress, "serving_default", [example(x=1.0)])
     assert error.code == Code.INVALID_ARGUMENT
     assert error.message == (
         "Expected regression signature method_name to be tensorflow/serving/regress. Was: tensorflow/serving/predict"
     )
+
+
+def test_predict_on_unknown_method_with_method_name_check(half_plus_two_checked, monkeypatch):
+    import dataclasses
+
+    info = half_plus_two_checked.signatures["serving_default"]
+    monkeypatch.setitem(
+        half_plus_two_checked.signatures, "serving_default", dataclasses.replace(info, method_name="custom/method")
+    )
+    error = error_of(half_plus_two_checked.predict, "serving_default", {"x": np.array([1.0], np.float32)})
+    assert error.code == Code.INTERNAL
+    assert error.message == (
+        "Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
+        "tensorflow/serving/classify, tensorflow/serving/regress}. Was: custom/method"
+    )
+
+
+def test_classify_and_regress_run_tf2_signatures_marked_predict(tmp_path):
+    """A TF2 export marks every signature tensorflow/serving/predict; TF Serving's default
+    still classifies and regresses with those whose inputs and outputs fit."""
+    import tensorflow as tf
+
+    from servable.tf.loaders import LoaderOptions
+    from servable.tf.saved_model import SavedModelLoader
+
+    class Model(tf.Module):
+        def _x(self, serialized):
+            return tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def regress(self, inputs):
+            return {"outputs": 0.5 * self._x(inputs) + 2.0}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def classify(self, inputs):
+            return {"scores": 0.5 * self._x(inputs) + 2.0}
+
+    model = Model()
+    path = str(tmp_path / "1")
+    tf.saved_model.save(model, path, signatures={"regress_x_to_y": model.regress, "classify_x_to_y": model.classify})
+    loader = SavedModelLoader(path, options=LoaderOptions(enable_model_warmup=False))
+    loader.load()
+    try:
+        servable = loader.servable()
+        assert servable.signatures["regress_x_to_y"].method_name == "tensorflow/serving/predict"
+        values = servable.regress("regress_x_to_y", [example(x=1.0), example(x=4.0)])
+        np.testing.assert_allclose(values, [2.5, 4.0])
+        classes, scores = servable.classify("classify_x_to_y", [example(x=2.0)])
+        assert classes is None
+        np.testing.assert_allclose(scores, [[3.0]])
+    finally:
+        loader.unload()
 
 
 def test_regress_on_float_input_signature(half_plus_two):
