@@ -114,7 +114,9 @@ class GrpcFrontDoor:
         if opts.enable_health:
             self.health = health.aio.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-            for name in ("", *SERVICE_NAMES):
+            # TF Serving's --enable_grpc_healthcheck_service marks the short names; the
+            # full names are what grpc health probes usually ask for.
+            for name in ("", *SERVICE_NAMES, *(full.rsplit(".", 1)[1] for full in SERVICE_NAMES)):
                 await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         address = f"{opts.address}:{opts.port}"
         if opts.ssl is not None:

@@ -265,6 +265,6 @@ def test_health_service(channel):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     health = health_pb2_grpc.HealthStub(channel)
-    for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
+    for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService", "PredictionService", "ModelService"):
         reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
