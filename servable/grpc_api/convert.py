@@ -30,8 +30,6 @@ def spec_from_proto(model_spec: Any, *, required: bool = True) -> ModelSpecRef:
     choice = model_spec.WhichOneof("version_choice")
     version = model_spec.version.value if choice == "version" else None
     label = model_spec.version_label if choice == "version_label" else None
-    if version is not None and version < 0:
-        raise invalid_argument(f"Version must be non-negative, got {version}")
     return ModelSpecRef(model_spec.name, version, label, model_spec.signature_name)
 
 

@@ -13,6 +13,7 @@ import logging
 from typing import Any, Awaitable, Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from servable._proto.tensorflow_serving.apis import (
     classification_pb2,
@@ -47,12 +48,17 @@ class _Received:
         self.size = size
 
 
-class _TooLarge:
-    """Placeholder a size-checking deserializer returns instead of a message."""
+class _Refused:
+    """Placeholder a deserializer returns instead of a request it would not parse.
 
-    def __init__(self, size: int, limit: int) -> None:
-        self.size = size
-        self.limit = limit
+    Why: an exception raised in a grpc.aio deserializer reaches the client as UNKNOWN
+    with Python's exception text; the handler instead aborts with ``error``.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: ServingError) -> None:
+        self.error = error
 
 
 class PredictionService:
@@ -75,8 +81,8 @@ class PredictionService:
 
     async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[[Any], Any], request: Any) -> Any:
         """Answer one RPC: ``fn(request)`` on the worker pool, or awaited when it is a coroutine function."""
-        if isinstance(request, _TooLarge):
-            await _abort(context, ServingError(Code.RESOURCE_EXHAUSTED, request_too_large_message(request.size, request.limit)))
+        if isinstance(request, _Refused):
+            await _abort(context, request.error)
         try:
             if asyncio.iscoroutinefunction(fn):
                 return await fn(request)
@@ -235,6 +241,8 @@ class ModelService:
         self.reload_config = reload_config
 
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Refused):
+            await _abort(context, request.error)
         try:
             return self.status_sync(request)
         except ServingError as error:
@@ -251,6 +259,7 @@ class ModelService:
             item = response.model_version_status.add()
             item.version = state.id.version
             item.state = int(state.state.value)
+            item.status.SetInParent()  # TF Serving always writes it: "status {}" when OK
             if state.error is not None:
                 item.status.error_code = int(state.error.code)
                 item.status.error_message = state.error.message
@@ -264,7 +273,10 @@ class ModelService:
         code and message, and the previous config keeps serving. On success the response
         carries an OK status.
         """
+        if isinstance(request, _Refused):
+            await _abort(context, request.error)
         response = model_management_pb2.ReloadConfigResponse()
+        response.status.SetInParent()  # OK, written as TF Serving does ("status {}")
         try:
             if self.reload_config is None:
                 raise ServingError(Code.UNIMPLEMENTED, "Config reload is not available in this server.")
@@ -293,30 +305,26 @@ def request_too_large_message(size: int, limit: int) -> str:
     )
 
 
-def size_checking_deserializer(from_string: Callable[[bytes], Any], limit: int) -> Callable[[bytes], Any]:
-    """Deserializer that answers oversized requests with RESOURCE_EXHAUSTED naming the flag.
+def checked_deserializer(
+    from_string: Callable[[bytes], Any], limit: int, type_name: str, *, keep_size: bool = False
+) -> Callable[[bytes], Any]:
+    """Deserializer that refuses oversized or unparsable requests with a clear status.
 
-    gRPC's own limit answers with a message that names no flag, so the transport limit
-    is set to the maximum and the check happens here, before parsing.
+    Beyond ``limit`` bytes (0: none) it yields RESOURCE_EXHAUSTED naming the flag (gRPC's
+    own limit answers with a message that names no flag, so the transport limit is set
+    to the maximum and the check happens here, before parsing); bytes that are not a
+    ``type_name`` give INTERNAL, as a C++ gRPC server (TF Serving's) answers. With
+    ``keep_size`` the message comes wrapped in a ``_Received`` that keeps its size.
     """
-    if limit <= 0:
-        return from_string
-
-    def deserialize(data: bytes) -> Any:
-        if len(data) > limit:
-            return _TooLarge(len(data), limit)
-        return from_string(data)
-
-    return deserialize
-
-
-def sized_deserializer(from_string: Callable[[bytes], Any], limit: int) -> Callable[[bytes], Any]:
-    """Like ``size_checking_deserializer``, but keeps the size: returns a ``_Received``."""
 
     def deserialize(data: bytes) -> Any:
         if 0 < limit < len(data):
-            return _TooLarge(len(data), limit)
-        return _Received(from_string(data), len(data))
+            return _Refused(ServingError(Code.RESOURCE_EXHAUSTED, request_too_large_message(len(data), limit)))
+        try:
+            message = from_string(data)
+        except DecodeError:
+            return _Refused(ServingError(Code.INTERNAL, f"Failed to parse the request as a {type_name}"))
+        return _Received(message, len(data)) if keep_size else message
 
     return deserialize
 
@@ -324,10 +332,11 @@ def sized_deserializer(from_string: Callable[[bytes], Any], limit: int) -> Calla
 def unary(
     handler: Callable[..., Awaitable[Any]], request_cls: Any, response_cls: Any, limit: int, *, keep_size: bool = False
 ) -> grpc.RpcMethodHandler:
-    make = sized_deserializer if keep_size else size_checking_deserializer
     return grpc.unary_unary_rpc_method_handler(
         handler,
-        request_deserializer=make(request_cls.FromString, limit),
+        request_deserializer=checked_deserializer(
+            request_cls.FromString, limit, request_cls.DESCRIPTOR.full_name, keep_size=keep_size
+        ),
         response_serializer=response_cls.SerializeToString,
     )
 

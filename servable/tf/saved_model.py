@@ -86,6 +86,7 @@ def clean_tf_message(message: str) -> str:
     reports it."""
     message = re.sub(r"^Graph execution error:\s*", "", message)
     message = _TRACEBACK_BLOCK.sub("", message)
+    message = message.replace("<stack traces unavailable>", "")
     return _OP_SUFFIX.sub("", message).strip()
 
 

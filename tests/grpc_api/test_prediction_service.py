@@ -119,6 +119,8 @@ def test_predict_regress_signature_by_alias(stub):
         (lambda r: r.model_spec.__setattr__("name", ""), grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec has no name specified."),
         (lambda r: r.output_filter.append("nope"), grpc.StatusCode.INVALID_ARGUMENT, "output tensor alias not found in signature: nope"),
         (lambda r: r.ClearField("model_spec"), grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec"),
+        # TF Serving hands the number to Specific(): a negative version is simply not found.
+        (lambda r: r.model_spec.version.__setattr__("value", -1), grpc.StatusCode.NOT_FOUND, "Servable not found for request: Specific(default, -1)"),
     ],
 )
 def test_predict_errors(stub, mutate, code, text):
@@ -248,6 +250,7 @@ def test_get_model_status(model_stub):
     assert status.version == 123
     assert status.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
     assert status.status.error_code == 0
+    assert status.HasField("status")  # TF Serving always writes it, "status {}" when OK
 
     request.model_spec.name = "nope"
     with pytest.raises(grpc.RpcError) as info:
@@ -268,3 +271,22 @@ def test_health_service(channel):
     for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService", "PredictionService", "ModelService"):
         reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/tensorflow.serving.PredictionService/Predict",
+        "/tensorflow.serving.PredictionService/Classify",
+        "/tensorflow.serving.ModelService/GetModelStatus",
+        "/tensorflow.serving.ModelService/HandleReloadConfigRequest",
+    ],
+)
+def test_unparsable_request_is_internal_without_python_internals(channel, stub, method):
+    call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as info:
+        call(b"\xff\xff\xff", timeout=10)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert info.value.details().startswith("Failed to parse the request as a tensorflow.serving.")
+    assert "DecodeError" not in info.value.details()
+    assert stub.Predict(predict_request([1.0]), timeout=10).model_spec.version.value == 123  # still serving

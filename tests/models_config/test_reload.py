@@ -29,7 +29,7 @@ def test_reload_adds_and_removes_models_under_load(served):
     server, clients, tree = served
     with ClientLoop(server.grpc_port, "hp2") as loop:
         response = clients.reload(config_text(model_entry("hp2", tree["hp2"]), model_entry("py", tree["py"], platform="python")))
-        assert response.status.error_code == 0
+        assert response.status.error_code == 0 and response.HasField("status")  # "status {}" as TF Serving
         # In effect when the RPC answers: the new model serves, the removed one is gone.
         assert clients.predict("py", 3.0) == (1, 30.0)
         error = clients.predict_error("hp3")
