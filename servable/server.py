@@ -67,13 +67,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if flags.version:
         from servable import __version__
 
-        print(f"servable {__version__} (TensorFlow Serving API compatible)")
+        print(f"TensorFlow ModelServer: servable-{__version__}\nTensorFlow Library: {_tensorflow_version()}")
         return 0
     stop_request_lines = _configure_logging(flags.log_level)
     try:
         return _serve(flags)
     finally:
         stop_request_lines()  # write the last request lines
+
+
+def _tensorflow_version() -> str:
+    """The installed TensorFlow's version, read from its package metadata (no import: fast)."""
+    from importlib import metadata
+
+    for distribution in ("tensorflow-cpu", "tensorflow", "tensorflow-intel", "tensorflow-macos"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
 
 
 def _serve(flags: Any) -> int:
@@ -103,6 +115,19 @@ def _serve(flags: Any) -> int:
     except ServingError as error:  # the initial config refused (duplicate names, labels...)
         print(f"Failed to start server. Error: {error.code.name}: {error.message}", file=sys.stderr)
         return 1
+    except (OSError, RuntimeError) as error:  # a port taken, an address that cannot be bound
+        print(f"Failed to start server. Error: {_bind_error_text(error, settings)}", file=sys.stderr)
+        return 1
+
+
+def _bind_error_text(error: BaseException, settings: Any) -> str:
+    """One line for a front door that could not start, naming the port (no traceback)."""
+    text = str(error) or type(error).__name__
+    if isinstance(error, OSError) and settings.rest_port is not None:
+        return f"cannot serve HTTP/REST on {settings.rest_address}:{settings.rest_port}: {text}"
+    if "bind" in text.lower() or "port" in text.lower():
+        return f"cannot serve gRPC on {settings.grpc.address}:{settings.grpc.port}: {text}"
+    return text
 
 
 if __name__ == "__main__":

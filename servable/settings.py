@@ -14,10 +14,28 @@ class SettingsError(Exception):
     """Flags that parse but cannot be served (bad config file, missing TLS file...)."""
 
 
+def check_server_options(flags: Any) -> None:
+    """TF Serving's start-up refusals of flag combinations (its texts), as ``SettingsError``.
+
+    The demo model is served only when no model flag at all is given: ``--model_name``
+    alone is TF Serving's "both empty" error, not a request for the demo.
+    """
+    if flags.port == 0 and not flags.grpc_socket_path:
+        raise SettingsError("At least one of server_options.grpc_port or server_options.grpc_socket_path must be set.")
+    if flags.rest_api_port and flags.rest_api_port == flags.port:
+        raise SettingsError(
+            f"--rest_api_port={flags.rest_api_port} is also the gRPC --port: the HTTP/REST API needs a port of its own"
+        )
+    given = getattr(flags, "given", frozenset())
+    if "model_name" in given and not flags.model_base_path and not flags.model_config_file:
+        raise SettingsError("Both server_options.model_base_path and server_options.model_config_file are empty!")
+
+
 def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
     """Build the settings; returns them and whether the built-in demo model is served."""
     from servable.config import model_config
 
+    check_server_options(flags)
     demo = not flags.model_config_file and not flags.model_base_path
     try:
         if flags.model_config_file:

@@ -347,6 +347,7 @@ def parse_flags(argv: Sequence[str]) -> Flags:
             index += 1
         values[name] = _convert(spec, raw)
     flags = Flags(**values)
+    flags.given = frozenset(values)  # which flags the command line set (not a TF Serving flag)
     check_flags(flags)
     return flags
 
