@@ -194,8 +194,9 @@ class Flags:
     grpc_address: str = _flag("0.0.0.0", "Address the gRPC server binds (TF Serving: always 0.0.0.0).", kind=EXTENSION)
     rest_api_address: str = _flag("0.0.0.0", "Address the HTTP/REST server binds.", kind=EXTENSION)
     grpc_max_message_bytes: int = _flag(
-        DEFAULT_MAX_MESSAGE_BYTES, "Largest gRPC request accepted, in bytes (default 256 MiB; "
-        "0 means TF Serving's INT32_MAX). Larger requests get RESOURCE_EXHAUSTED.",
+        0, "Largest gRPC request accepted, in bytes; larger requests get RESOURCE_EXHAUSTED "
+        "naming this flag. 0 (the default) is TF Serving's limit, INT32_MAX (2 GiB - 1); "
+        "set it lower on a server open to untrusted clients.",
         kind=EXTENSION, bits=64,
     )
     rest_api_max_body_bytes: int = _flag(

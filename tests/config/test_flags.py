@@ -70,7 +70,7 @@ EXTENSION_DEFAULTS = {
     "log_level": "info",
     "grpc_address": "0.0.0.0",
     "rest_api_address": "0.0.0.0",
-    "grpc_max_message_bytes": 256 * 1024 * 1024,
+    "grpc_max_message_bytes": 0,  # TF Serving's INT32_MAX
     "rest_api_max_body_bytes": 256 * 1024 * 1024,
     "file_system_settle_seconds": 0.1,
     "load_timeout_seconds": 0.0,

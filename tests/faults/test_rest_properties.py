@@ -145,5 +145,15 @@ def test_deep_nesting_default_limits(server, http_client, depth, verb) -> None:
     _check(status, body)
 
 
+@pytest.mark.parametrize("depth", [31, 32, 33, 63, 64])
+def test_nesting_near_the_limits_is_never_a_server_error(server, http_client, depth) -> None:
+    """Row format adds the batch dimension: depths around numpy's 32/64 dimension limits."""
+    for body in ('{"instances": %s}' % ("[" * depth + "1.0" + "]" * depth),
+                 '{"inputs": %s}' % ("[" * depth + "1.0" + "]" * depth)):
+        status, data = http_client.call("POST", "/v1/models/hp2:predict", body.encode())
+        assert status < 500, data[:300]
+        _check(status, data)
+
+
 def test_still_serving_after_fuzzing(server) -> None:
     _still_serving(server)
