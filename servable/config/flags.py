@@ -193,6 +193,11 @@ class Flags:
     log_level: str = _flag("info", "Log level: " + ", ".join(LOG_LEVELS) + ".", kind=EXTENSION)
     grpc_address: str = _flag("0.0.0.0", "Address the gRPC server binds (TF Serving: always 0.0.0.0).", kind=EXTENSION)
     rest_api_address: str = _flag("0.0.0.0", "Address the HTTP/REST server binds.", kind=EXTENSION)
+    warmup_signatures_without_file: bool = _flag(
+        True, "With --enable_model_warmup and no warmup file, call every signature once with made-up "
+        "inputs before the version is AVAILABLE (so the first request is not slow). Turn off for "
+        "models whose signatures change state.", kind=EXTENSION,
+    )
     grpc_max_message_bytes: int = _flag(
         0, "Largest gRPC request accepted, in bytes; larger requests get RESOURCE_EXHAUSTED "
         "naming this flag. 0 (the default) is TF Serving's limit, INT32_MAX (2 GiB - 1); "

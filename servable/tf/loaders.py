@@ -38,6 +38,7 @@ class LoaderOptions:
     batching_parameters_file: str = ""
     enable_per_model_batching_parameters: bool = False
     method_name_check: bool = False  # --enable_signature_method_name_check
+    warmup_signatures_without_file: bool = True
     wrap_servable: WrapServable | None = None
 
     @classmethod
@@ -55,6 +56,7 @@ class LoaderOptions:
             batching_parameters_file=str(getattr(flags, "batching_parameters_file", "") or ""),
             enable_per_model_batching_parameters=bool(getattr(flags, "enable_per_model_batching_parameters", False)),
             method_name_check=bool(getattr(flags, "enable_signature_method_name_check", False)),
+            warmup_signatures_without_file=bool(getattr(flags, "warmup_signatures_without_file", True)),
         )
 
 

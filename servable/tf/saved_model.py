@@ -444,6 +444,7 @@ class SavedModelLoader(Loader):
                     self.path,
                     iterations=max(1, self.options.num_request_iterations_for_warmup),
                     batch_sizes=sizes() if callable(sizes) else (1,),
+                    synthetic=self.options.warmup_signatures_without_file,
                 )
                 log.info("warmup: replayed %d records for %s version %s", self.warmup_records, self.name, self.version)
         except BaseException:

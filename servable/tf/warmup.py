@@ -186,15 +186,22 @@ def warm_up_signatures(servable: Any, batch_sizes: Sequence[int] = (1,)) -> list
     return warmed
 
 
-def run_warmup(servable: Any, path: str, iterations: int = 1, batch_sizes: Iterable[int] = (1,)) -> int:
+def run_warmup(
+    servable: Any, path: str, iterations: int = 1, batch_sizes: Iterable[int] = (1,), *, synthetic: bool = True
+) -> int:
     """Warm ``servable`` (loaded from version folder ``path``); the warmup records replayed.
 
     With a warmup file its records are replayed (errors raise ``ServingError``); without
-    one, ``warm_up_signatures`` primes every signature and 0 is returned.
+    one, ``warm_up_signatures`` primes every signature (unless ``synthetic`` is False:
+    a model whose signatures change state, e.g. a counter, must not be called with
+    made-up inputs) and 0 is returned.
     """
     file_path = warmup_file_path(path)
     if os.path.isfile(file_path):
         return replay_warmup_file(servable, file_path, iterations)
+    if not synthetic:
+        log.info("No warmup data file found at %s; no warmup (--warmup_signatures_without_file=false)", file_path)
+        return 0
     log.info("No warmup data file found at %s; warming signatures with made-up inputs", file_path)
     warm_up_signatures(servable, tuple(batch_sizes))
     return 0

@@ -67,6 +67,7 @@ TF_SERVING_DEFAULTS = {
 
 EXTENSION_DEFAULTS = {
     "help": False,
+    "warmup_signatures_without_file": True,
     "log_level": "info",
     "grpc_address": "0.0.0.0",
     "rest_api_address": "0.0.0.0",
