@@ -22,11 +22,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${IMAGE_TEST_DIR:-/tmp/servable-image-test}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
-# Free ports by default (host networking: a fixed port may already be taken by another server).
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-GRPC_PORT="${IMAGE_TEST_GRPC_PORT:-$(free_port)}"
-REST_PORT="${IMAGE_TEST_REST_PORT:-$(free_port)}"
-while [ "$REST_PORT" = "$GRPC_PORT" ]; do REST_PORT="$(free_port)"; done
 IMAGE="localhost/servable:image-test"
 CONTAINER="servable-image-test-$$"
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
@@ -118,6 +113,12 @@ chmod -R a+rX "$WORK/models"
 # (podman's complaints that it cannot schedule healthcheck timers without systemd go to
 # podman.log; `podman healthcheck run` below runs the check directly.)
 [ "$(podman run --rm --entrypoint id "$IMAGE" -u 2>>"$WORK/podman.log")" != "0" ] || fail "the image runs as root"
+
+# Free ports by default (host networking: a fixed port may already be taken by another server).
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+GRPC_PORT="${IMAGE_TEST_GRPC_PORT:-$(free_port)}"
+REST_PORT="${IMAGE_TEST_REST_PORT:-$(free_port)}"
+while [ "$REST_PORT" = "$GRPC_PORT" ]; do REST_PORT="$(free_port)"; done
 
 podman run -d --name "$CONTAINER" --network=host -v "$WORK/models:/models:ro" \
     -e MODEL_NAME=mnist -e GRPC_PORT="$GRPC_PORT" -e REST_API_PORT="$REST_PORT" "$IMAGE" >/dev/null 2>>"$WORK/podman.log"
