@@ -77,3 +77,11 @@ def test_taken_ports_exit_1_naming_the_port_without_a_traceback(half_plus_two_ex
             assert child.returncode == 1, err
             assert err.strip().splitlines()[-1].startswith(f"Failed to start server. Error: cannot serve {door}: ")
             assert "Traceback" not in err
+
+
+def test_version_prints_tf_servings_two_lines() -> None:
+    result = _run("--version")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("TensorFlow ModelServer: servable-")
+    assert lines[1] == "TensorFlow Library: 2.21.0"
