@@ -87,6 +87,8 @@ def ensure(name: str, log: Path | None = None) -> Path:
         shutil.rmtree(spec.path)
     base_python = getattr(sys, "_base_executable", None) or sys.executable
     started = time.monotonic()
+    if log:
+        log.parent.mkdir(parents=True, exist_ok=True)  # a first run builds venvs before anything else wrote logs
     out = open(log, "a") if log else subprocess.DEVNULL
     try:
         subprocess.run([base_python, "-m", "venv", str(spec.path)], check=True, stdout=out, stderr=out)
