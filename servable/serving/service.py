@@ -447,11 +447,19 @@ class ServingService:
             first = tasks[0].spec
             with self.resolve(ModelSpecRef(first.name, first.version, first.label)) as handle:
                 record.version = handle.id.version
+                input_tensors = set()
+                for task in tasks:
+                    key = task.spec.signature_name or DEFAULT_SIGNATURE
+                    signature = handle.servable.signatures.get(key)
+                    if signature is None:
+                        raise invalid_argument(f"Requested signature not found in model graph: {key}")
+                    tensor = getattr(getattr(signature, "inputs", {}).get("inputs"), "name", None)
+                    input_tensors.add(tensor)
+                if len(input_tensors) > 1:  # TF Serving runs one graph feed for all tasks
+                    raise invalid_argument("Input tensor must be the same for all Signatures.")
                 results: list[ClassifyResult | RegressResult] = []
                 for task in tasks:
                     key = task.spec.signature_name or DEFAULT_SIGNATURE
-                    if key not in handle.servable.signatures:
-                        raise invalid_argument(f"Requested signature not found in model graph: {key}")
                     if task.method_name == CLASSIFY_METHOD:
                         classes, scores = self._timed_run(first.name, "Classify", handle.servable.classify, key, examples)
                         results.append(ClassifyResult(handle.id, key, classes, scores))

@@ -290,3 +290,17 @@ def test_unparsable_request_is_internal_without_python_internals(channel, stub, 
     assert info.value.details().startswith("Failed to parse the request as a tensorflow.serving.")
     assert "DecodeError" not in info.value.details()
     assert stub.Predict(predict_request([1.0]), timeout=10).model_spec.version.value == 123  # still serving
+
+
+def test_multi_inference_needs_one_input_tensor_for_all_tasks(stub):
+    request = inference_pb2.MultiInferenceRequest()
+    for signature in ("regress_x_to_y", "regress_x2_to_y3"):  # examples vs a float feed
+        task = request.tasks.add()
+        task.model_spec.name = "default"
+        task.model_spec.signature_name = signature
+        task.method_name = "tensorflow/serving/regress"
+    request.input.example_list.examples.append(example(x=2.0))
+    with pytest.raises(grpc.RpcError) as info:
+        stub.MultiInference(request, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == "Input tensor must be the same for all Signatures."
