@@ -215,7 +215,8 @@ def render_markdown(results: dict[str, Any]) -> str:
            "**xP** = figure / best peer (KServe or MLServer, same client, same concurrency). "
            "Latency: lower is better; throughput: higher is better.", "",
            "## Machine and versions", "", "| | |", "|---|---|"]
-    for key in ("cpu_model", "cpus", "affinity_cpus", "mem_gib", "platform", "python", "loadavg_start", "loadavg_end"):
+    for key in ("cpu_model", "cpus", "affinity_cpus", "mem_gib", "platform", "python", "python_loop_10M_s",
+                "loadavg_start", "loadavg_end"):
         if key in machine:
             value = machine[key]
             if isinstance(value, (list, tuple)):

@@ -35,9 +35,26 @@ class Options:
     command: str
 
 
+def _python_speed() -> float:
+    """Seconds for 10 million pure-Python additions: how fast this machine runs Python.
+
+    Why: a Python server's figures scale with it (the same VM kind has been seen 2.5x
+    apart), so runs on different days compare through it; ratios within a run do not
+    need it.
+    """
+    import time
+
+    start = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return round(time.perf_counter() - start, 3)
+
+
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
+                            "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
+                            "python_loop_10M_s": _python_speed()}
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "?")
