@@ -307,7 +307,7 @@ class RestHandler:
         size = 0
         decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
         try:
-            async for chunk in request.content.iter_chunked(1 << 20):
+            async for chunk in request.content.iter_any():  # received buffers as they are: no re-joining
                 if decoder is None:
                     size += len(chunk)
                     if size > limit:
