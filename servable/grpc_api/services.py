@@ -313,7 +313,7 @@ def checked_deserializer(
     Beyond ``limit`` bytes (0: none) it yields RESOURCE_EXHAUSTED naming the flag (gRPC's
     own limit answers with a message that names no flag, so the transport limit is set
     to the maximum and the check happens here, before parsing); bytes that are not a
-    ``type_name`` give INTERNAL, as a C++ gRPC server (TF Serving's) answers. With
+    ``type_name`` are the client's malformed input: INVALID_ARGUMENT. With
     ``keep_size`` the message comes wrapped in a ``_Received`` that keeps its size.
     """
 
@@ -323,7 +323,7 @@ def checked_deserializer(
         try:
             message = from_string(data)
         except DecodeError:
-            return _Refused(ServingError(Code.INTERNAL, f"Failed to parse the request as a {type_name}"))
+            return _Refused(invalid_argument(f"Failed to parse the request as a {type_name}"))
         return _Received(message, len(data)) if keep_size else message
 
     return deserialize

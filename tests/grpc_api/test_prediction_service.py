@@ -282,11 +282,11 @@ def test_health_service(channel):
         "/tensorflow.serving.ModelService/HandleReloadConfigRequest",
     ],
 )
-def test_unparsable_request_is_internal_without_python_internals(channel, stub, method):
+def test_unparsable_request_is_invalid_argument_without_python_internals(channel, stub, method):
     call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
     with pytest.raises(grpc.RpcError) as info:
         call(b"\xff\xff\xff", timeout=10)
-    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().startswith("Failed to parse the request as a tensorflow.serving.")
     assert "DecodeError" not in info.value.details()
     assert stub.Predict(predict_request([1.0]), timeout=10).model_spec.version.value == 123  # still serving
