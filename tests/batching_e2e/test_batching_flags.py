@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -178,10 +179,18 @@ def test_queue_full_is_unavailable_grpc_and_503_rest(tmp_path, slow_export) -> N
         # Timing on a loaded machine varies (the running batch may finish first), so retry
         # the whole scene until the REST request meets a full queue.
         def rest_meets_full_queue():
-            busy = [stub.Predict.future(predict_request("slow", {"x": x}), timeout=30) for _ in range(3)]
-            wait_until(lambda: _queue_tasks(server, "slow") >= 1, timeout=10, message="queued task")
-            answer = _rest_predict(server.rest_port, "slow", [1.0])
-            for future in busy:
+            # One request running on the batch thread, then one waiting in the queue (which
+            # holds one batch): a REST request meanwhile finds the queue full. Steps are
+            # taken one at a time, so a slow machine cannot submit them all before the
+            # batch thread picks the first up; a scene that missed its window is retried.
+            running = stub.Predict.future(predict_request("slow", {"x": x}), timeout=30)
+            wait_until(lambda: _queue_running(server, "slow") >= 1, timeout=10, message="running batch")
+            queued = stub.Predict.future(predict_request("slow", {"x": x}), timeout=30)
+            deadline = time.monotonic() + 5
+            while _queue_tasks(server, "slow") < 1 and not queued.done() and time.monotonic() < deadline:
+                time.sleep(0.002)
+            answer = _rest_predict(server.rest_port, "slow", [1.0]) if not queued.done() else (0, {})
+            for future in (running, queued):
                 future.exception()
             return answer if answer[0] == 503 else None
 
@@ -189,6 +198,14 @@ def test_queue_full_is_unavailable_grpc_and_503_rest(tmp_path, slow_export) -> N
         channel.close()
         assert status == 503, body
         assert "queue to which this task was submitted is full" in body["error"]
+
+
+def _queue_running(server, model: str) -> int:
+    """Batches of ``model`` running on a batch thread now."""
+    from servable.core.ids import ServableRequest
+
+    with server.core.manager.get_handle(ServableRequest.latest(model)) as handle:
+        return sum(queue._in_flight for queue in handle.servable._queues.values())
 
 
 def _queue_tasks(server, model: str) -> int:
