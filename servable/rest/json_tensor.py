@@ -323,11 +323,16 @@ def json_value(array: np.ndarray, alias: str = "") -> Any:
     kind = array.dtype.kind
     if kind in "OSU":
         return _strings(array, alias.endswith(BYTES_SUFFIX))
-    if kind == "f" and array.dtype.itemsize in (2, 4, 8):
+    if kind == "f" and array.dtype.itemsize in (4, 8):  # half is not written (TF Serving's rule)
         if not np.isfinite(array).all():
             return _nonfinite_fragment(array)
         return array[()] if array.ndim == 0 else np.ascontiguousarray(array)
     if kind in "iub":
         return array[()] if array.ndim == 0 else np.ascontiguousarray(array)
-    raise invalid_argument(f"Failed to write JSON value for tensor type: {array.dtype.name}")
+    name = _TF_TYPE_NAMES.get(array.dtype.name, array.dtype.name)
+    raise invalid_argument(f"Failed to write JSON value for tensor type: {name}")
+
+
+# TensorFlow's DataTypeString for the numpy dtypes whose names differ.
+_TF_TYPE_NAMES = {"float16": "half"}
 

@@ -441,3 +441,13 @@ def test_lone_surrogate_escape_is_a_parse_error():
     assert error.code == Code.INVALID_ARGUMENT
     assert error.message == "JSON Parse error: The surrogate pair in string is invalid. at offset: 13"
     assert decode(b'{"inputs": ["\\ud83d\\ude00"]}', sig(x=jt.DT_STRING))["x"].tolist() == ["\U0001f600".encode()]
+
+
+@pytest.mark.parametrize(
+    "array, name",
+    [(np.array([1.0], np.float16), "half"), (np.array([1 + 2j], np.complex64), "complex64")],
+)
+def test_outputs_json_cannot_write_are_refused_with_tf_servings_text(array, name):
+    error = error_of(jt.json_value, array)
+    assert error.code == Code.INVALID_ARGUMENT
+    assert error.message == f"Failed to write JSON value for tensor type: {name}"
