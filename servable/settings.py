@@ -14,6 +14,13 @@ class SettingsError(Exception):
     """Flags that parse but cannot be served (bad config file, missing TLS file...)."""
 
 
+def _status_text(error: Exception) -> str:
+    """TF Serving prints a failed start's status as ``CODE: message``."""
+    from servable.core.status import ServingError
+
+    return f"{error.code.name}: {error.message}" if isinstance(error, ServingError) else str(error)
+
+
 def check_server_options(flags: Any) -> None:
     """TF Serving's start-up refusals of flag combinations (its texts), as ``SettingsError``.
 
@@ -47,7 +54,7 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
         else:
             models = model_config.single_model_config(flags.model_name, flags.model_base_path)
     except Exception as error:  # ConfigError and ServingError carry TF Serving's messages
-        raise SettingsError(str(error)) from error
+        raise SettingsError(_status_text(error)) from error
 
     ssl = None
     if flags.ssl_config_file:
@@ -56,7 +63,7 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
         try:
             ssl = load_ssl_config(flags.ssl_config_file)
         except Exception as error:
-            raise SettingsError(str(error)) from error
+            raise SettingsError(_status_text(error)) from error
 
     load_retry_interval_s = max(flags.load_retry_interval_micros, 0) / 1e6
     core = CoreOptions(
@@ -147,7 +154,7 @@ def _batching(flags: Any, loader_options: Any) -> Any:
             else BatchingParameters()
         )
     except Exception as error:
-        raise SettingsError(str(error)) from error
+        raise SettingsError(_status_text(error)) from error
     scheduler = create_scheduler(params)
     observers = BatchObservers()
     per_model = bool(getattr(flags, "enable_per_model_batching_parameters", False))

@@ -204,7 +204,7 @@ class RestHandler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.rel_url.raw_path
         lowered = path.lower()
-        if lowered == "/v1" or lowered.startswith("/v1/"):
+        if lowered.startswith("/v1/"):  # TF Serving dispatches (?i)/v1/.* only: "/v1" alone is a plain 404
             response = await self._handle_v1(request, path, lowered)
             if self.options.enable_cors:
                 response.headers.update(CORS_HEADERS)

@@ -102,7 +102,7 @@ def test_malformed_config_file_at_startup_exits_with_line_and_column(tmp_path):
     path.write_text('model_config_list {\n  config { name: "a" base_path: "/x" model_platform: "tensorflow" }\n  config { name "b" }\n}\n')
     result = run_server(str(path))
     assert result.returncode != 0
-    assert "Failed to start server" in result.stderr
+    assert "Failed to start server. Error: INVALID_ARGUMENT: " in result.stderr  # TF Serving's status text
     assert f"{path}:3:17" in result.stderr
     assert "Expected \":\"" in result.stderr
 

@@ -248,8 +248,9 @@ def test_missing_model_name(client):
     assert assert_json(client.get("/v1/models"), 400) == {"error": "Missing model name in request."}
 
 
-def test_outside_v1_is_plain_404(client):
-    reply = client.get("/v2/models/default")
+@pytest.mark.parametrize("path", ["/v2/models/default", "/v1", "/V1"])
+def test_outside_v1_is_plain_404(client, path):
+    reply = client.get(path)  # TF Serving routes (?i)/v1/.* only; libevent answers the rest
     assert reply.status == 404
     assert not reply.headers["content-type"].startswith(JSON)
 
