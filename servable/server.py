@@ -113,7 +113,7 @@ def _serve(flags: Any) -> int:
     except KeyboardInterrupt:
         return 0
     except ServingError as error:  # the initial config refused (duplicate names, labels...)
-        print(f"Failed to start server. Error: {error.code.name}: {error.message}", file=sys.stderr)
+        print(f"Failed to start server. Error: {error.status_text()}", file=sys.stderr)
         return 1
     except (OSError, RuntimeError) as error:  # a port taken, an address that cannot be bound
         print(f"Failed to start server. Error: {_bind_error_text(error, settings)}", file=sys.stderr)

@@ -18,7 +18,7 @@ def _status_text(error: Exception) -> str:
     """TF Serving prints a failed start's status as ``CODE: message``."""
     from servable.core.status import ServingError
 
-    return f"{error.code.name}: {error.message}" if isinstance(error, ServingError) else str(error)
+    return error.status_text() if isinstance(error, ServingError) else str(error)
 
 
 def check_server_options(flags: Any) -> None:

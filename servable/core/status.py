@@ -70,6 +70,10 @@ class ServingError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def status_text(self) -> str:
+        """TF Serving's rendering of a status, ``CODE: message`` (start-up failures, nested REST errors)."""
+        return f"{self.code.name}: {self.message}"
+
     def __repr__(self) -> str:
         return f"ServingError({self.code.name}, {self.message!r})"
 

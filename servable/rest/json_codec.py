@@ -116,10 +116,6 @@ def _decode_dense(request: PredictRequestJson, inputs: Mapping[str, Any], limits
 
 
 
-def _status_string(error: ServingError) -> str:
-    return f"{error.code.name}: {error.message}"
-
-
 def _dtype_of(info: Any) -> int:
     return int(getattr(info, "dtype", info))
 
@@ -158,7 +154,7 @@ def _instances_reference(instances: list, inputs: Mapping[str, Any], named: bool
                     add(item, name)
                 except ServingError as error:
                     raise invalid_argument(
-                        f"Failed to process element: {index} key: {name} of 'instances' list. Error: {_status_string(error)}"
+                        f"Failed to process element: {index} key: {name} of 'instances' list. Error: {error.status_text()}"
                     ) from None
             if set(element) != names:
                 raise invalid_argument(
@@ -172,7 +168,7 @@ def _instances_reference(instances: list, inputs: Mapping[str, Any], named: bool
                 add(element, only)
             except ServingError as error:
                 raise invalid_argument(
-                    f"Failed to process element: {index} of 'instances' list. Error: {_status_string(error)}"
+                    f"Failed to process element: {index} of 'instances' list. Error: {error.status_text()}"
                 ) from None
     result = {}
     for name, arrays in columns.items():

@@ -447,19 +447,17 @@ class ServingService:
             first = tasks[0].spec
             with self.resolve(ModelSpecRef(first.name, first.version, first.label)) as handle:
                 record.version = handle.id.version
+                keys = [task.spec.signature_name or DEFAULT_SIGNATURE for task in tasks]
                 input_tensors = set()
-                for task in tasks:
-                    key = task.spec.signature_name or DEFAULT_SIGNATURE
+                for key in keys:
                     signature = handle.servable.signatures.get(key)
                     if signature is None:
                         raise invalid_argument(f"Requested signature not found in model graph: {key}")
-                    tensor = getattr(getattr(signature, "inputs", {}).get("inputs"), "name", None)
-                    input_tensors.add(tensor)
+                    input_tensors.add(getattr(getattr(signature, "inputs", {}).get("inputs"), "name", None))
                 if len(input_tensors) > 1:  # TF Serving runs one graph feed for all tasks
                     raise invalid_argument("Input tensor must be the same for all Signatures.")
                 results: list[ClassifyResult | RegressResult] = []
-                for task in tasks:
-                    key = task.spec.signature_name or DEFAULT_SIGNATURE
+                for task, key in zip(tasks, keys):
                     if task.method_name == CLASSIFY_METHOD:
                         classes, scores = self._timed_run(first.name, "Classify", handle.servable.classify, key, examples)
                         results.append(ClassifyResult(handle.id, key, classes, scores))
