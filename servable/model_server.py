@@ -51,6 +51,8 @@ class ServerSettings:
     rest_address: str = "0.0.0.0"
     rest_options: Any = None  # passed to servable.rest.app.create_app
     num_request_threads: int = 8
+    # "threads" (grpc's sync server), "asyncio" (grpc.aio), "auto": asyncio when batching, else threads
+    grpc_server_mode: str = "auto"
     shutdown_grace_s: float = 15.0
     loader_factories: Mapping[str, Callable[[str, int, str], Loader]] = field(default_factory=dict)
     model_config_file: str = ""
@@ -86,7 +88,7 @@ class ModelServer:
         self.service = ServingService(
             self.core.manager, labels=self.core.labels, metrics=self.metrics, num_threads=settings.num_request_threads
         )
-        self.grpc = GrpcFrontDoor(self.service, settings.grpc, reload_config=self.reload_config)
+        self.grpc = make_grpc_front_door(settings, self.service, self.reload_config)
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self.shutting_down = False
@@ -287,6 +289,29 @@ class ModelServer:
         self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def make_grpc_front_door(settings: ServerSettings, service: ServingService, reload_config: Any) -> Any:
+    """The gRPC front door ``settings.grpc_server_mode`` names (see ``--grpc_server_mode``).
+
+    Why two: without batching, grpc's synchronous server runs each RPC start to end on
+    one thread (TF Serving's design), about half the latency of the asyncio server's
+    loop-to-worker-and-back at low load; with batching, the asyncio server lets a request
+    wait for its batch without holding a thread, so batches can gather every request in
+    flight (measured in ``benchmarks/grpc_modes.py``).
+    """
+    mode = settings.grpc_server_mode
+    if mode == "auto":
+        mode = "asyncio" if settings.batch_scheduler is not None else "threads"
+    if mode == "threads":
+        from servable.grpc_api.threaded import ThreadedGrpcFrontDoor
+
+        return ThreadedGrpcFrontDoor(
+            service, settings.grpc, reload_config=reload_config, num_threads=settings.num_request_threads
+        )
+    if mode == "asyncio":
+        return GrpcFrontDoor(service, settings.grpc, reload_config=reload_config)
+    raise ValueError(f"Unknown gRPC server mode {mode!r}: expected auto, threads or asyncio")
 
 
 def rest_ssl_context(config: Any) -> ssl.SSLContext:

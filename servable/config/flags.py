@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 MIB = 1024 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 256 * MIB
+GRPC_SERVER_MODES = ("auto", "threads", "asyncio")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # How a flag's value is used, shown by usage().
@@ -192,6 +193,11 @@ class Flags:
     help: bool = _flag(False, "Print this help and exit.", kind=EXTENSION)
     log_level: str = _flag("info", "Log level: " + ", ".join(LOG_LEVELS) + ".", kind=EXTENSION)
     grpc_address: str = _flag("0.0.0.0", "Address the gRPC server binds (TF Serving: always 0.0.0.0).", kind=EXTENSION)
+    grpc_server_mode: str = _flag(
+        "auto", "gRPC server: 'threads' (grpc's synchronous server, each RPC on one of --grpc_max_threads "
+        "threads, as TF Serving; lowest latency), 'asyncio' (grpc.aio: requests wait for their batch "
+        "without holding a thread), or 'auto': asyncio with --enable_batching, else threads.", kind=EXTENSION,
+    )
     rest_api_address: str = _flag("0.0.0.0", "Address the HTTP/REST server binds.", kind=EXTENSION)
     warmup_signatures_without_file: bool = _flag(
         True, "With --enable_model_warmup and no warmup file, call every signature once with made-up "
@@ -374,6 +380,11 @@ def check_flags(flags: Flags) -> None:
             "Either configure server_options.tensorflow_session_parallelism or "
             "(server_options.tensorflow_intra_op_parallelism, "
             "server_options.tensorflow_inter_op_parallelism). Both cannot be set."
+        )
+    if flags.grpc_server_mode not in GRPC_SERVER_MODES:
+        raise FlagError(
+            f"Illegal value '{flags.grpc_server_mode}' for flag 'grpc_server_mode': expected one of "
+            + ", ".join(GRPC_SERVER_MODES)
         )
     if flags.log_level.lower() not in LOG_LEVELS:
         raise FlagError(f"Illegal value '{flags.log_level}' for flag 'log_level': expected one of {', '.join(LOG_LEVELS)}")

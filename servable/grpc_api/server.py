@@ -11,13 +11,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from servable.core.status import Code, ServingError, invalid_argument
-from servable.grpc_api.services import ConfigReloader, ModelService, PredictionService, generic_handlers
+from servable.grpc_api.services import ConfigReloader, ModelService, PredictionService, _Received, generic_handlers
 from servable.serving.service import ServingService
 
 log = logging.getLogger(__name__)
 
 INT32_MAX = 2**31 - 1
 SERVICE_NAMES = ("tensorflow.serving.ModelService", "tensorflow.serving.PredictionService")
+# TF Serving's --enable_grpc_healthcheck_service marks the short names; the full names are
+# what grpc health probes usually ask for.
+HEALTH_NAMES = ("", *SERVICE_NAMES, *(full.rsplit(".", 1)[1] for full in SERVICE_NAMES))
 
 
 @dataclass
@@ -48,6 +51,44 @@ def parse_channel_arguments(text: str) -> list[tuple[str, Any]]:
     return options
 
 
+def message_limit(opts: GrpcOptions) -> int:
+    """The request size the deserializers check (0: none beyond gRPC's INT32_MAX)."""
+    return opts.max_message_bytes if opts.max_message_bytes > 0 else 0
+
+
+def server_options(opts: GrpcOptions) -> list[tuple[str, Any]]:
+    """Channel arguments of either gRPC server: defaults, then --grpc_channel_arguments.
+
+    gRPC keeps the FIRST value of a repeated key: --grpc_channel_arguments (and
+    ``extra_options``) must replace the defaults, not follow them.
+    """
+    merged: dict[str, Any] = {
+        "grpc.max_receive_message_length": -1 if message_limit(opts) else INT32_MAX,
+        "grpc.max_send_message_length": -1,
+        "grpc.so_reuseport": 0,
+    }
+    for key, value in (*parse_channel_arguments(opts.channel_arguments), *opts.extra_options):
+        merged[key] = value
+    return list(merged.items())
+
+
+def bind_ports(server: Any, opts: GrpcOptions) -> int:
+    """Add the TCP port (TLS with ``opts.ssl``) and the optional unix socket; returns the TCP port."""
+    address = f"{opts.address}:{opts.port}"
+    if opts.ssl is not None:
+        credentials = grpc.ssl_server_credentials(
+            [(_pem(opts.ssl.server_key), _pem(opts.ssl.server_cert))],
+            root_certificates=_pem(opts.ssl.custom_ca) if opts.ssl.custom_ca else None,
+            require_client_auth=bool(opts.ssl.client_verify),
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if opts.socket_path:
+        server.add_insecure_port(f"unix:{opts.socket_path}")
+    return port
+
+
 _API_BY_HANDLER = {
     "predict_sync": "Predict",
     "predict_async": "Predict",
@@ -71,20 +112,34 @@ class _CountingPredictionService(PredictionService):
         try:
             return await super()._run(context, fn, request)
         except asyncio.CancelledError:
-            remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0.001
-            code = Code.DEADLINE_EXCEEDED if expired else Code.CANCELLED
-            name = request.model_spec.name if hasattr(request, "model_spec") else ""
-            if not name and getattr(request, "tasks", None):
-                name = request.tasks[0].model_spec.name
-            api = _API_BY_HANDLER.get(getattr(fn, "__name__", ""), "")
-            self.service.record_error("GRPC", api, name, ServingError(code, "Deadline Exceeded" if expired else "Cancelled"))
-            log.info("gRPC %s on %s abandoned by the client: %s", api, name, code.name)
+            count_abandoned(self.service, context.time_remaining(), request, _API_BY_HANDLER.get(getattr(fn, "__name__", ""), ""))
             raise
 
 
+def count_abandoned(service: ServingService, time_remaining: float | None, request: Any, api: str) -> None:
+    """Count, once, an RPC the client abandoned: DEADLINE_EXCEEDED if its deadline passed, else CANCELLED.
+
+    Called by either gRPC front door when the service left the request uncounted
+    (it gave up on the request when the client did).
+    """
+    request = request.message if isinstance(request, _Received) else request
+    expired = time_remaining is not None and time_remaining <= 0.001
+    code = Code.DEADLINE_EXCEEDED if expired else Code.CANCELLED
+    name = request.model_spec.name if hasattr(request, "model_spec") else ""
+    if not name and getattr(request, "tasks", None):
+        name = request.tasks[0].model_spec.name
+    service.record_error("GRPC", api, name, ServingError(code, "Deadline Exceeded" if expired else "Cancelled"))
+    log.info("gRPC %s on %s abandoned by the client: %s", api, name, code.name)
+
+
 class GrpcFrontDoor:
-    """Owns the grpc.aio server. ``start()`` and ``stop()`` run on the server's event loop."""
+    """Owns the grpc.aio server. ``start()`` and ``stop()`` run on the server's event loop.
+
+    Each RPC handler runs on the loop; model calls go to the service's worker pool, or to
+    batch threads when the version batches (requests then wait for their batch without
+    holding a thread). The front door of ``--enable_batching``; see ``threaded.py``
+    for the one used without batching.
+    """
 
     def __init__(self, service: ServingService, options: GrpcOptions, reload_config: ConfigReloader | None = None) -> None:
         self.options = options
@@ -99,37 +154,14 @@ class GrpcFrontDoor:
     async def start(self) -> int:
         """Bind and start; returns the bound TCP port (useful with ``port=0`` in tests)."""
         opts = self.options
-        limit = opts.max_message_bytes if opts.max_message_bytes > 0 else 0
-        # gRPC keeps the FIRST value of a repeated key: --grpc_channel_arguments (and
-        # extra_options) must replace the defaults, not follow them.
-        merged: dict[str, Any] = {
-            "grpc.max_receive_message_length": -1 if limit else INT32_MAX,
-            "grpc.max_send_message_length": -1,
-            "grpc.so_reuseport": 0,
-        }
-        for key, value in (*parse_channel_arguments(opts.channel_arguments), *opts.extra_options):
-            merged[key] = value
-        server = grpc.aio.server(options=list(merged.items()))
-        server.add_generic_rpc_handlers(generic_handlers(self.prediction, self.model, max_message_bytes=limit))
+        server = grpc.aio.server(options=server_options(opts))
+        server.add_generic_rpc_handlers(generic_handlers(self.prediction, self.model, max_message_bytes=message_limit(opts)))
         if opts.enable_health:
             self.health = health.aio.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-            # TF Serving's --enable_grpc_healthcheck_service marks the short names; the
-            # full names are what grpc health probes usually ask for.
-            for name in ("", *SERVICE_NAMES, *(full.rsplit(".", 1)[1] for full in SERVICE_NAMES)):
+            for name in HEALTH_NAMES:
                 await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        address = f"{opts.address}:{opts.port}"
-        if opts.ssl is not None:
-            credentials = grpc.ssl_server_credentials(
-                [(_pem(opts.ssl.server_key), _pem(opts.ssl.server_cert))],
-                root_certificates=_pem(opts.ssl.custom_ca) if opts.ssl.custom_ca else None,
-                require_client_auth=bool(opts.ssl.client_verify),
-            )
-            self.port = server.add_secure_port(address, credentials)
-        else:
-            self.port = server.add_insecure_port(address)
-        if opts.socket_path:
-            server.add_insecure_port(f"unix:{opts.socket_path}")
+        self.port = bind_ports(server, opts)
         await server.start()
         self.server = server
         log.info("Running gRPC ModelServer at %s:%s ...", opts.address, self.port)

@@ -266,15 +266,22 @@ class ModelService:
         return response
 
     async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        """Replace the served model list; answers once the new config is in effect.
-
-        Only a ``model_config_list`` is accepted (INVALID_ARGUMENT otherwise, TF Serving's
-        text). A refused config (the reloader raises ServingError) aborts the RPC with its
-        code and message, and the previous config keeps serving. On success the response
-        carries an OK status.
-        """
         if isinstance(request, _Refused):
             await _abort(context, request.error)
+        try:
+            return await asyncio.to_thread(self.reload_sync, request)
+        except ServingError as error:
+            await _abort(context, error)
+
+    def reload_sync(self, request: Any) -> Any:
+        """Replace the served model list; returns once the new config is in effect.
+
+        Only a ``model_config_list`` is accepted (INVALID_ARGUMENT otherwise, TF Serving's
+        text). A refused config (the reloader raises ServingError) raises it with its code
+        and message, and the previous config keeps serving; a bug while applying is
+        UNKNOWN. On success the response carries an OK status. Blocks: called on a worker
+        thread by either front door.
+        """
         response = model_management_pb2.ReloadConfigResponse()
         response.status.SetInParent()  # OK, written as TF Serving does ("status {}")
         try:
@@ -285,16 +292,13 @@ class ModelService:
                     "ServerModelConfig type not supported by HandleReloadConfigRequest. "
                     "Only ModelConfigList is currently supported"
                 )
-            await asyncio.to_thread(self.reload_config, request.config)
+            self.reload_config(request.config)
         except ServingError as error:
             log.error("HandleReloadConfigRequest refused: %s: %s", error.code.name, error.message)
-            response.status.error_code = int(error.code)
-            response.status.error_message = error.message
-            await context.abort(grpc_code(error.code), error_details(error))
+            raise
         except Exception as error:  # a bug while applying: report it, keep serving
             log.exception("HandleReloadConfigRequest failed")
-            failure = ServingError(Code.UNKNOWN, f"{type(error).__name__}: {error}")
-            await context.abort(grpc_code(failure.code), error_details(failure))
+            raise ServingError(Code.UNKNOWN, f"{type(error).__name__}: {error}") from error
         return response
 
 
@@ -329,49 +333,58 @@ def checked_deserializer(
     return deserialize
 
 
-def unary(
-    handler: Callable[..., Awaitable[Any]], request_cls: Any, response_cls: Any, limit: int, *, keep_size: bool = False
-) -> grpc.RpcMethodHandler:
-    return grpc.unary_unary_rpc_method_handler(
-        handler,
-        request_deserializer=checked_deserializer(
-            request_cls.FromString, limit, request_cls.DESCRIPTOR.full_name, keep_size=keep_size
-        ),
-        response_serializer=response_cls.SerializeToString,
-    )
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+MODEL_SERVICE = "tensorflow.serving.ModelService"
+
+# (service, method) -> (request class, response class): the RPCs both front doors serve.
+METHODS: dict[tuple[str, str], tuple[Any, Any]] = {
+    (PREDICTION_SERVICE, "Classify"): (classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse),
+    (PREDICTION_SERVICE, "Regress"): (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+    (PREDICTION_SERVICE, "Predict"): (predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+    (PREDICTION_SERVICE, "MultiInference"): (inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
+    (PREDICTION_SERVICE, "GetModelMetadata"): (
+        get_model_metadata_pb2.GetModelMetadataRequest,
+        get_model_metadata_pb2.GetModelMetadataResponse,
+    ),
+    (MODEL_SERVICE, "GetModelStatus"): (get_model_status_pb2.GetModelStatusRequest, get_model_status_pb2.GetModelStatusResponse),
+    (MODEL_SERVICE, "HandleReloadConfigRequest"): (
+        model_management_pb2.ReloadConfigRequest,
+        model_management_pb2.ReloadConfigResponse,
+    ),
+}
+
+
+def method_handlers(
+    behaviors: dict[tuple[str, str], Callable[..., Any]], *, max_message_bytes: int = 0
+) -> list[grpc.GenericRpcHandler]:
+    """Generic handlers serving ``METHODS`` with ``behaviors`` (async or sync functions).
+
+    Built by hand to control deserialization (``checked_deserializer``); Predict requests
+    arrive wrapped in ``_Received`` (their size decides where they are decoded).
+    """
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    for (service, method), (request_cls, response_cls) in METHODS.items():
+        by_service.setdefault(service, {})[method] = grpc.unary_unary_rpc_method_handler(
+            behaviors[(service, method)],
+            request_deserializer=checked_deserializer(
+                request_cls.FromString, max_message_bytes, request_cls.DESCRIPTOR.full_name, keep_size=method == "Predict"
+            ),
+            response_serializer=response_cls.SerializeToString,
+        )
+    return [grpc.method_handlers_generic_handler(service, methods) for service, methods in by_service.items()]
 
 
 def generic_handlers(
     prediction: PredictionService, model: ModelService, *, max_message_bytes: int = 0
 ) -> list[grpc.GenericRpcHandler]:
-    """Method handlers for both services, built by hand to control deserialization."""
-    from servable._proto.tensorflow_serving.apis import predict_pb2 as p
-
-    limit = max_message_bytes
-    prediction_methods = {
-        "Classify": unary(prediction.Classify, classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse, limit),
-        "Regress": unary(prediction.Regress, regression_pb2.RegressionRequest, regression_pb2.RegressionResponse, limit),
-        "Predict": unary(prediction.Predict, p.PredictRequest, p.PredictResponse, limit, keep_size=True),
-        "MultiInference": unary(prediction.MultiInference, inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse, limit),
-        "GetModelMetadata": unary(
-            prediction.GetModelMetadata,
-            get_model_metadata_pb2.GetModelMetadataRequest,
-            get_model_metadata_pb2.GetModelMetadataResponse,
-            limit,
-        ),
+    """The grpc.aio front door's handlers: every RPC is a coroutine on the event loop."""
+    behaviors = {
+        (PREDICTION_SERVICE, "Classify"): prediction.Classify,
+        (PREDICTION_SERVICE, "Regress"): prediction.Regress,
+        (PREDICTION_SERVICE, "Predict"): prediction.Predict,
+        (PREDICTION_SERVICE, "MultiInference"): prediction.MultiInference,
+        (PREDICTION_SERVICE, "GetModelMetadata"): prediction.GetModelMetadata,
+        (MODEL_SERVICE, "GetModelStatus"): model.GetModelStatus,
+        (MODEL_SERVICE, "HandleReloadConfigRequest"): model.HandleReloadConfigRequest,
     }
-    model_methods = {
-        "GetModelStatus": unary(
-            model.GetModelStatus, get_model_status_pb2.GetModelStatusRequest, get_model_status_pb2.GetModelStatusResponse, limit
-        ),
-        "HandleReloadConfigRequest": unary(
-            model.HandleReloadConfigRequest,
-            model_management_pb2.ReloadConfigRequest,
-            model_management_pb2.ReloadConfigResponse,
-            limit,
-        ),
-    }
-    return [
-        grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", prediction_methods),
-        grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", model_methods),
-    ]
+    return method_handlers(behaviors, max_message_bytes=max_message_bytes)

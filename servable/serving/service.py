@@ -58,10 +58,14 @@ class _Call:
     has not started it yet, and leaves counting the request to the front door that gave up.
     """
 
-    __slots__ = ("abandoned",)
+    __slots__ = ("abandoned", "counted")
 
     def __init__(self) -> None:
         self.abandoned = False
+        self.counted = False  # the service recorded it in the metrics (front doors then don't)
+
+    def abandon(self) -> None:
+        self.abandoned = True
 
 
 _current_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("servable_call", default=None)
@@ -236,6 +240,25 @@ class ServingService:
             call.abandoned = True
             raise
 
+    @contextlib.contextmanager
+    def request_scope(self) -> Iterator[_Call]:
+        """Run one request on the calling thread; for front doors that own their threads.
+
+        Called by the threaded gRPC front door around each RPC, on its pool thread, before
+        any service method. The request counts as in flight (graceful shutdown waits for
+        it). The front door calls ``abandon()`` on the yielded call when the client gives
+        up (deadline, cancel): as with ``run_blocking``, a model call not started yet is
+        then skipped, and the front door counts the request unless ``counted`` is set.
+        """
+        call = _Call()
+        token = _current_call.set(call)
+        self._enter()
+        try:
+            yield call
+        finally:
+            self._leave()
+            _current_call.reset(token)
+
     def _enter(self) -> None:
         with self._idle:
             self._in_flight += 1
@@ -302,6 +325,9 @@ class ServingService:
                 self.metrics.observe_request(
                     entrypoint, api, model_name, record.version, record.signature, code, latency, record.examples
                 )
+                call = _current_call.get()
+                if call is not None:
+                    call.counted = True
             if request_log.isEnabledFor(logging.INFO):
                 _request_line_sink(
                     (record.request_id, entrypoint, api, model_name, record.version, record.signature, code.name, latency)

@@ -70,6 +70,7 @@ EXTENSION_DEFAULTS = {
     "warmup_signatures_without_file": True,
     "log_level": "info",
     "grpc_address": "0.0.0.0",
+    "grpc_server_mode": "auto",
     "rest_api_address": "0.0.0.0",
     "grpc_max_message_bytes": 0,  # TF Serving's INT32_MAX
     "rest_api_max_body_bytes": 256 * 1024 * 1024,
@@ -158,6 +159,13 @@ def test_extensions_parse() -> None:
     assert (flags.grpc_address, flags.rest_api_address, flags.log_level) == ("127.0.0.1", "::1", "debug")
     assert (flags.file_system_settle_seconds, flags.load_timeout_seconds) == (0.5, 30.0)
     assert (flags.shutdown_grace_period_seconds, flags.grpc_max_message_bytes, flags.help) == (2.5, 0, True)
+
+
+def test_grpc_server_mode_values() -> None:
+    assert parse_flags(["--grpc_server_mode=asyncio"]).grpc_server_mode == "asyncio"
+    assert parse_flags(["--grpc_server_mode=threads"]).grpc_server_mode == "threads"
+    with pytest.raises(FlagError, match="'grpc_server_mode': expected one of auto, threads, asyncio"):
+        parse_flags(["--grpc_server_mode=fast"])
 
 
 def test_unknown_flag() -> None:

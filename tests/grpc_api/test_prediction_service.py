@@ -26,12 +26,14 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tests.serverutil import copy_version, model, running_server
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, half_plus_two_export, half_plus_three_export):
+@pytest.fixture(scope="module", params=["threads", "asyncio"])
+def server(request, tmp_path_factory, half_plus_two_export, half_plus_three_export):
+    """Both gRPC front doors (``--grpc_server_mode``) answer every test the same."""
     root = tmp_path_factory.mktemp("grpc_models")
     copy_version(half_plus_two_export, str(root / "default"), "00000123")
     copy_version(half_plus_three_export, str(root / "half_plus_three"), 1)
-    with running_server([model("default", root / "default"), model("half_plus_three", root / "half_plus_three")], rest=False) as srv:
+    models = [model("default", root / "default"), model("half_plus_three", root / "half_plus_three")]
+    with running_server(models, rest=False, grpc_server_mode=request.param) as srv:
         yield srv
 
 
@@ -304,3 +306,18 @@ def test_multi_inference_needs_one_input_tensor_for_all_tasks(stub):
         stub.MultiInference(request, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details() == "Input tensor must be the same for all Signatures."
+
+
+def test_auto_mode_is_threads_without_batching_and_asyncio_with_it() -> None:
+    from servable.grpc_api.server import GrpcFrontDoor, GrpcOptions
+    from servable.grpc_api.threaded import ThreadedGrpcFrontDoor
+    from servable.model_server import ServerSettings, make_grpc_front_door
+
+    def door(**settings):
+        return make_grpc_front_door(ServerSettings(models=[], grpc=GrpcOptions(), **settings), service=None, reload_config=None)
+
+    assert isinstance(door(), ThreadedGrpcFrontDoor)
+    assert isinstance(door(batch_scheduler=object()), GrpcFrontDoor)
+    assert isinstance(door(grpc_server_mode="asyncio"), GrpcFrontDoor)
+    assert isinstance(door(grpc_server_mode="threads", batch_scheduler=object()), ThreadedGrpcFrontDoor)
+    assert door(num_request_threads=3).num_threads == 3

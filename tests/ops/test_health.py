@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
@@ -49,9 +50,10 @@ def test_readiness_follows_the_model_folder(tmp_path, half_plus_two_export):
         assert _status(port, "/v1/healthz") == 200
 
 
-def test_grpc_health_serving_then_not_serving_while_draining(tmp_path, slow_export):
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_grpc_health_serving_then_not_serving_while_draining(tmp_path, slow_export, mode):
     copy_version(slow_export, str(tmp_path / "slow"), 1)
-    with running_server([model("slow", tmp_path / "slow")], shutdown_grace_s=20) as server:
+    with running_server([model("slow", tmp_path / "slow")], shutdown_grace_s=20, grpc_server_mode=mode) as server:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
         assert all(_health(channel, name) == SERVING for name in SERVICES)
         results: list = []

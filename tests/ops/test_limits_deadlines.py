@@ -19,14 +19,14 @@ from tests.serverutil import copy_version, model, running_server
 MAX_MESSAGE = 4096
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, slow_export, half_plus_two_export):
+@pytest.fixture(scope="module", params=["threads", "asyncio"])
+def server(request, tmp_path_factory, slow_export, half_plus_two_export):
     root = tmp_path_factory.mktemp("limits")
     copy_version(slow_export, str(root / "slow"), 1)
     copy_version(half_plus_two_export, str(root / "default"), 1)
     options = GrpcOptions(address="127.0.0.1", port=0, max_message_bytes=MAX_MESSAGE)
     with running_server([model("slow", root / "slow"), model("default", root / "default")], rest=False,
-                        grpc_options=options, num_request_threads=1) as srv:
+                        grpc_options=options, num_request_threads=1, grpc_server_mode=request.param) as srv:
         with grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as channel:
             yield srv, channel
 
