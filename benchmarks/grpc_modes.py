@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for variant, loads in results.items():
         summary[variant] = {
-            load: {"p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 3),
+            load: {"p50_ms": round(statistics.median([r["p50_ms"] for r in runs if r["p50_ms"] == r["p50_ms"]] or [float("nan")]), 3),
                    "req_per_s": round(statistics.median(r["req_per_s"] for r in runs), 1),
                    "errors": sum(r["errors"] for r in runs)}
             for load, runs in loads.items()

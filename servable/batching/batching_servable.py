@@ -133,7 +133,11 @@ class BatchingServable:
     def predict(
         self, signature_key: str, inputs: dict[str, np.ndarray], output_filter: Sequence[str] = ()
     ) -> dict[str, np.ndarray]:
-        """Queue, wait for the batch, return this request's rows of every output."""
+        """Queue, wait for the batch, return this request's rows of every output.
+
+        A request finding its queue idle runs at once on this thread, as a batch of its
+        own (``BatchQueue.try_run_here``).
+        """
         queue = self._queues.get(signature_key)
         if queue is None or not inputs:
             return self._inner.predict(signature_key, inputs, output_filter)
@@ -142,8 +146,11 @@ class BatchingServable:
         if size == 0:
             return self._inner.predict(signature_key, arrays, output_filter)
         key = self._merge_key(arrays, output_filter)
-        future = queue.submit(_Request(arrays, tuple(output_filter)), size, key)
-        return future.result()
+        request = _Request(arrays, tuple(output_filter))
+        ran, outputs = queue.try_run_here(request, size, key)  # a lone request runs here, at once
+        if ran:
+            return outputs
+        return queue.submit(request, size, key).result()
 
     def predict_submit(
         self,

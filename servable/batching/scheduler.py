@@ -180,6 +180,20 @@ class BatchQueue:
         self._scheduler._submit(self, payload, size, key, completion)
         return completion.future if loop is not None else completion
 
+    def try_run_here(self, payload: Any, size: int, key: Hashable = None) -> tuple[bool, Any]:
+        """Process a task at once on the calling thread when this queue is idle.
+
+        Called by a request thread, never an event loop (the model runs here). When the
+        scheduler is eager when idle, nothing is queued and no batch of this queue runs,
+        the task is processed as a batch of its own, as a batch thread would process it,
+        and ``(True, result)`` is returned (the processor's exception propagates); tasks
+        arriving meanwhile queue up and form the next batch. Otherwise ``(False, None)``:
+        ``submit()`` it. Why: a lone request then costs what it costs without batching,
+        without the hand-off to a batch thread and back (two thread wake-ups, about 1 ms
+        on 2 vCPUs: ``benchmarks/grpc_modes.py``).
+        """
+        return self._scheduler._run_here(self, payload, size, key)
+
     def close(self, timeout: float | None = None) -> bool:
         """Reject new tasks, run what is queued, unregister. True if fully drained."""
         return self._scheduler.unregister_queue(self, timeout)
@@ -411,6 +425,29 @@ class BatchScheduler:
             if was_empty or queue._rows >= max_rows or queue._timeout <= 0:
                 self._work.notify()
         return future
+
+    def _run_here(self, queue: BatchQueue, payload: Any, size: int, key: Hashable) -> tuple[bool, Any]:
+        if not self.eager_when_idle or size > queue._max_rows or size > queue.params.max_batch_size:
+            return False, None
+        with self._lock:
+            if self._stopping or queue._closed or queue._tasks or queue._in_flight:
+                return False, None
+            now = time.monotonic()
+            queue._record_arrival(now)
+            queue._in_flight += 1  # arrivals now wait to form a batch, as behind a running batch
+        try:
+            results = queue._process([Task(payload, size, key, None, now)])
+            if len(results) != 1:
+                raise internal(f"Batch processing returned {len(results)} results for 1 task")
+        finally:
+            with self._lock:
+                queue._in_flight -= 1
+                self._drained.notify_all()
+                if queue._tasks:
+                    self._work.notify()
+        if isinstance(results[0], BaseException):
+            raise results[0]
+        return True, results[0]
 
     @staticmethod
     def _split_sizes(queue: BatchQueue, size: int, key: Hashable) -> list[int]:

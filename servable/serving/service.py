@@ -94,6 +94,7 @@ def write_request_line(fields: tuple) -> None:
 
 
 _request_line_sink: Callable[[tuple], None] = write_request_line
+REQUEST_LOG_FLUSH_S = 0.02  # how long deferred request lines may wait to be written
 
 
 def defer_request_lines() -> Callable[[], None]:
@@ -111,11 +112,26 @@ def defer_request_lines() -> Callable[[], None]:
     lines: queue.SimpleQueue = queue.SimpleQueue()
 
     def drain() -> None:
-        while (fields := lines.get()) is not None:
-            try:
-                write_request_line(fields)
-            except Exception:  # noqa: BLE001 - a logging failure must not end the writer
-                pass
+        stopping = False
+        while not stopping:
+            batch = [lines.get()]
+            # Let more lines gather: one wake-up of this thread per interval under load
+            # rather than one per request (each wake-up competes with requests for a core
+            # and the GIL; measured ~15% of 1-row throughput at c=64 on 2 vCPUs).
+            time.sleep(REQUEST_LOG_FLUSH_S)
+            while True:
+                try:
+                    batch.append(lines.get_nowait())
+                except queue.Empty:
+                    break
+            for fields in batch:
+                if fields is None:
+                    stopping = True
+                    continue
+                try:
+                    write_request_line(fields)
+                except Exception:  # noqa: BLE001 - a logging failure must not end the writer
+                    pass
 
     writer = threading.Thread(target=drain, name="servable-request-log", daemon=True)
     writer.start()

@@ -116,7 +116,8 @@ def test_queue_full_is_unavailable() -> None:
     servable = wrap_servable(inner, params, sched)
     try:
         with ThreadPoolExecutor(3) as pool:
-            running = pool.submit(servable.predict, "serving_default", request(0, 1))
+            # Through submit: a lone predict() would run on its own thread, not the batch thread.
+            running = servable.predict_submit("serving_default", request(0, 1))
             wait_until(inner.started.is_set, 5)
             waiting = [pool.submit(servable.predict, "serving_default", request(i, 1)) for i in (1, 2)]
             queue = servable._queues["serving_default"]
@@ -191,7 +192,8 @@ def test_model_errors_reach_every_caller(scheduler: BatchScheduler) -> None:
 def _blocked_then(servable, inner, gate, late_requests):
     """Occupy the only batch thread, queue ``late_requests``, release; return their results."""
     with ThreadPoolExecutor(1 + len(late_requests)) as pool:
-        first = pool.submit(servable.predict, "serving_default", request(99, 1))
+        # Through submit: a lone predict() would run on its own thread, not the batch thread.
+        first = servable.predict_submit("serving_default", request(99, 1))
         wait_until(inner.started.is_set, 5)
         futures = [pool.submit(servable.predict, "serving_default", *args) for args in late_requests]
         queue = servable._queues["serving_default"]
@@ -251,6 +253,42 @@ def test_output_filter_is_part_of_the_merge_key() -> None:
         _check(out_b, b)
         np.testing.assert_array_equal(out_c["y"], 2 * c["x"] + 1)
         assert sorted(inner.batch_sizes[1:]) == [1, 2]
+    finally:
+        gate.set()
+        servable.close()
+        sched.stop(5)
+
+
+def test_lone_request_runs_on_its_own_thread_and_others_batch_behind_it() -> None:
+    """An idle queue runs a predict() at once on the caller's thread; arrivals meanwhile
+    form the next batch on the batch thread."""
+    sched = BatchScheduler(1)
+    gate = threading.Event()
+    inner = AffineServable(gate=gate)
+    # A window far longer than the test: the late pair runs only once the first is done.
+    servable = wrap_servable(inner, BatchingParameters(max_batch_size=8, batch_timeout_micros=10_000_000), sched)
+    threads: list[str] = []
+    original = inner.predict
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    inner.predict = recording
+    try:
+        with ThreadPoolExecutor(3, thread_name_prefix="caller") as pool:
+            first = pool.submit(servable.predict, "serving_default", request(0, 1))
+            wait_until(inner.started.is_set, 5)
+            late = [pool.submit(servable.predict, "serving_default", request(i, 1)) for i in (1, 2)]
+            queue = servable._queues["serving_default"]
+            wait_until(lambda: queue.num_enqueued_tasks == 2, 5)
+            gate.set()
+            _check(first.result(5), request(0, 1))
+            for i, future in zip((1, 2), late):
+                _check(future.result(5), request(i, 1))
+        assert threads[0].startswith("caller")
+        assert inner.batch_sizes == [1, 2] and not threads[1].startswith("caller")
+        assert servable.stats().batches == 2 and servable.stats().tasks == 3
     finally:
         gate.set()
         servable.close()
