@@ -3,9 +3,12 @@
 ``ModelServer.run()`` is the blocking entry used by ``main()``; ``start_in_thread()`` /
 ``stop()`` run the same thing on a background thread (tests, notebooks, embedding).
 
-Threads: one asyncio event loop runs the gRPC (grpc.aio) and REST (aiohttp) servers and
-answers health, status and metrics itself; model calls go to the service's worker pool;
-loads and unloads run on the manager's pools; the filesystem source has its own thread.
+Threads: gRPC is grpc's synchronous server (``grpc_api/threaded.py``): each RPC runs on
+one of its pool threads, health and status on a separate control pool
+(``--grpc_server_mode=asyncio`` puts it on the event loop instead). One asyncio event loop
+runs the REST (aiohttp) server and answers health, status and metrics itself; REST model
+calls go to the service's worker pool or to batch threads. Loads and unloads run on the
+manager's pools; the filesystem source has its own thread.
 
 Shutdown (SIGTERM/SIGINT, or ``stop()``): readiness (503) and gRPC health (NOT_SERVING)
 flip first while both front doors still answer, so probes and load balancers see it; the
@@ -51,8 +54,7 @@ class ServerSettings:
     rest_address: str = "0.0.0.0"
     rest_options: Any = None  # passed to servable.rest.app.create_app
     num_request_threads: int = 8
-    # "threads" (grpc's sync server), "asyncio" (grpc.aio), "auto": asyncio when batching, else threads
-    grpc_server_mode: str = "auto"
+    grpc_server_mode: str = "threads"  # or "asyncio" (grpc.aio); see make_grpc_front_door
     shutdown_grace_s: float = 15.0
     loader_factories: Mapping[str, Callable[[str, int, str], Loader]] = field(default_factory=dict)
     model_config_file: str = ""
@@ -292,17 +294,18 @@ class ModelServer:
 
 
 def make_grpc_front_door(settings: ServerSettings, service: ServingService, reload_config: Any) -> Any:
-    """The gRPC front door ``settings.grpc_server_mode`` names (see ``--grpc_server_mode``).
+    """The gRPC front door ``settings.grpc_server_mode`` names (``--grpc_server_mode``).
 
-    Why two: without batching, grpc's synchronous server runs each RPC start to end on
-    one thread (TF Serving's design), about half the latency of the asyncio server's
-    loop-to-worker-and-back at low load; with batching, the asyncio server lets a request
-    wait for its batch without holding a thread, so batches can gather every request in
-    flight (measured in ``benchmarks/grpc_modes.py``).
+    "threads" (default): grpc's synchronous server runs each RPC start to end on one
+    thread, as TF Serving does. On 2 vCPUs that halves the p50 of a small request at low
+    load against "asyncio" (grpc.aio receiving on the loop, the model on a worker and
+    back: two more thread wake-ups), serves more 1-row requests/s without batching, and,
+    with batching, more 32-row rows/s and lone requests at no-batching latency (a request
+    finding its queue idle runs on its own thread). "asyncio" batched 1-row requests at
+    c=64 5-25% faster in the same runs (one loop wake-up per batch instead of one thread
+    per request). Measured with ``benchmarks/grpc_modes.py``; see docs/performance.md.
     """
     mode = settings.grpc_server_mode
-    if mode == "auto":
-        mode = "asyncio" if settings.batch_scheduler is not None else "threads"
     if mode == "threads":
         from servable.grpc_api.threaded import ThreadedGrpcFrontDoor
 
@@ -311,7 +314,7 @@ def make_grpc_front_door(settings: ServerSettings, service: ServingService, relo
         )
     if mode == "asyncio":
         return GrpcFrontDoor(service, settings.grpc, reload_config=reload_config)
-    raise ValueError(f"Unknown gRPC server mode {mode!r}: expected auto, threads or asyncio")
+    raise ValueError(f"Unknown gRPC server mode {mode!r}: expected threads or asyncio")
 
 
 def rest_ssl_context(config: Any) -> ssl.SSLContext:

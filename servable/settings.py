@@ -105,7 +105,7 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
         rest_address=getattr(flags, "rest_api_address", "0.0.0.0"),
         rest_options=_rest_options(flags),
         num_request_threads=max(flags.grpc_max_threads, 0) or 4 * (os.cpu_count() or 1),
-        grpc_server_mode=getattr(flags, "grpc_server_mode", "auto"),
+        grpc_server_mode=getattr(flags, "grpc_server_mode", "threads"),
         shutdown_grace_s=float(getattr(flags, "shutdown_grace_period_seconds", 15)),
         loader_factories=default_loader_factories(tags=tags, options=loader_options),
         model_config_file=flags.model_config_file,

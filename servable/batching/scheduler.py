@@ -185,7 +185,9 @@ class BatchQueue:
 
         Called by a request thread, never an event loop (the model runs here). When the
         scheduler is eager when idle, nothing is queued and no batch of this queue runs,
-        the task is processed as a batch of its own, as a batch thread would process it,
+        the task is processed as a batch of its own in an idle batch thread's slot (so
+        ``num_batch_threads`` still bounds the batches running at once), as a batch
+        thread would process it,
         and ``(True, result)`` is returned (the processor's exception propagates); tasks
         arriving meanwhile queue up and form the next batch. Otherwise ``(False, None)``:
         ``submit()`` it. Why: a lone request then costs what it costs without batching,
@@ -282,6 +284,7 @@ class BatchScheduler:
         self._queues: list[BatchQueue] = []
         self._next_queue = 0
         self._running: dict[int, tuple[BatchQueue, list[Task]]] = {}
+        self._inline_running = 0  # batches run on request threads (BatchQueue.try_run_here)
         self._stopping = False
         self._threads = [
             threading.Thread(target=self._thread_loop, name=f"{thread_pool_name}_{i}", daemon=True)
@@ -432,9 +435,12 @@ class BatchScheduler:
         with self._lock:
             if self._stopping or queue._closed or queue._tasks or queue._in_flight:
                 return False, None
+            if len(self._running) + self._inline_running >= self.num_batch_threads:
+                return False, None  # every batch thread's slot is taken: num_batch_threads bounds batches run at once
             now = time.monotonic()
             queue._record_arrival(now)
             queue._in_flight += 1  # arrivals now wait to form a batch, as behind a running batch
+            self._inline_running += 1  # takes an idle batch thread's slot
         try:
             results = queue._process([Task(payload, size, key, None, now)])
             if len(results) != 1:
@@ -442,8 +448,9 @@ class BatchScheduler:
         finally:
             with self._lock:
                 queue._in_flight -= 1
+                self._inline_running -= 1
                 self._drained.notify_all()
-                if queue._tasks:
+                if any(q._tasks for q in self._queues):
                     self._work.notify()
         if isinstance(results[0], BaseException):
             raise results[0]
@@ -474,7 +481,10 @@ class BatchScheduler:
             with self._lock:
                 while True:
                     now = time.monotonic()
-                    found, wake_at = self._next_batch_locked(now)
+                    if self._inline_running and len(self._running) + self._inline_running >= self.num_batch_threads:
+                        found, wake_at = None, None  # a batch runs on a request thread in this thread's slot
+                    else:
+                        found, wake_at = self._next_batch_locked(now)
                     if found is not None:
                         break
                     if self._stopping:

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 MIB = 1024 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 256 * MIB
-GRPC_SERVER_MODES = ("auto", "threads", "asyncio")
+GRPC_SERVER_MODES = ("threads", "asyncio")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # How a flag's value is used, shown by usage().
@@ -76,7 +76,8 @@ class Flags:
         "(e.g. grpc.max_connection_age_ms=2000); int-parsable values are passed as ints."
     )
     grpc_max_threads: int = _flag(
-        None, "Max threads handling gRPC requests (servable: size of the request worker pool). "
+        None, "Max threads handling gRPC requests (the threaded gRPC server's pool; also the size of the "
+        "request worker pool the asyncio front doors use). "
         "Default: 4 x schedulable CPUs.", factory=_four_per_cpu
     )
     enable_grpc_healthcheck_service: bool = _flag(
@@ -194,9 +195,9 @@ class Flags:
     log_level: str = _flag("info", "Log level: " + ", ".join(LOG_LEVELS) + ".", kind=EXTENSION)
     grpc_address: str = _flag("0.0.0.0", "Address the gRPC server binds (TF Serving: always 0.0.0.0).", kind=EXTENSION)
     grpc_server_mode: str = _flag(
-        "auto", "gRPC server: 'threads' (grpc's synchronous server, each RPC on one of --grpc_max_threads "
-        "threads, as TF Serving; lowest latency), 'asyncio' (grpc.aio: requests wait for their batch "
-        "without holding a thread), or 'auto': asyncio with --enable_batching, else threads.", kind=EXTENSION,
+        "threads", "gRPC server: 'threads' (grpc's synchronous server, as TF Serving: each RPC decoded, run "
+        "and encoded on one of --grpc_max_threads threads) or 'asyncio' (grpc.aio: RPCs on an event loop, "
+        "model calls handed to worker or batch threads).", kind=EXTENSION,
     )
     rest_api_address: str = _flag("0.0.0.0", "Address the HTTP/REST server binds.", kind=EXTENSION)
     warmup_signatures_without_file: bool = _flag(

@@ -137,8 +137,7 @@ class GrpcFrontDoor:
 
     Each RPC handler runs on the loop; model calls go to the service's worker pool, or to
     batch threads when the version batches (requests then wait for their batch without
-    holding a thread). The front door of ``--enable_batching``; see ``threaded.py``
-    for the one used without batching.
+    holding a thread). ``--grpc_server_mode=asyncio``; ``threaded.py`` is the default.
     """
 
     def __init__(self, service: ServingService, options: GrpcOptions, reload_config: ConfigReloader | None = None) -> None:

@@ -5,9 +5,10 @@ a Predict is received, decoded, run and encoded on one thread. The grpc.aio fron
 (``server.py``) instead receives on the event loop and hands the model call to a worker
 and back: two thread wake-ups per request, which on a 2-vCPU VM cost more than a small
 model (``benchmarks/grpc_modes.py``: MLP, 1 row, concurrency 1, p50 about half of the
-aio door's). The aio door stays the one for ``--enable_batching``: there a request
-waits for its batch without holding a thread, so a batch can gather every request in
-flight; here each waiting request would hold a pool thread.
+aio door's). With batching, a request finding its queue idle runs at once on its thread
+(``BatchQueue.try_run_here``) and others wait for their batch holding their thread, so a
+batch gathers at most ``--grpc_max_threads`` requests; the aio door
+(``--grpc_server_mode=asyncio``) waits without holding threads.
 
 Threads: inference RPCs (Predict, Classify, Regress, MultiInference, GetModelMetadata)
 run on the inference pool (``num_threads``, the ``--grpc_max_threads`` value). Health,

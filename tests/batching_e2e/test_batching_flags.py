@@ -37,7 +37,8 @@ def _scores(response) -> np.ndarray:
     return tf.make_ndarray(response.outputs["scores"])
 
 
-def test_64_concurrent_requests_of_1_3_5_rows_get_their_own_rows(tmp_path, mlp_export) -> None:
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_64_concurrent_requests_of_1_3_5_rows_get_their_own_rows(tmp_path, mlp_export, mode) -> None:
     base = str(tmp_path / "mlp")
     place_version(mlp_export, base, 1)
     params = write_params(tmp_path, """
@@ -48,7 +49,7 @@ def test_64_concurrent_requests_of_1_3_5_rows_get_their_own_rows(tmp_path, mlp_e
     """)
     argv = ["--model_name=mlp", f"--model_base_path={base}", "--enable_batching",
             f"--batching_parameters_file={params}"]
-    with flag_server(argv, wait_for={"mlp": 1}) as server:
+    with flag_server(argv + [f"--grpc_server_mode={mode}"], wait_for={"mlp": 1}) as server:
         before = batching_stats(server, "mlp")
         channel, stub = stub_for(server)
         sizes = [(1, 3, 5)[i % 3] for i in range(64)]
@@ -73,7 +74,8 @@ def test_64_concurrent_requests_of_1_3_5_rows_get_their_own_rows(tmp_path, mlp_e
         assert batches < 64, "concurrent requests were never merged"
 
 
-def test_padding_to_allowed_batch_sizes(tmp_path, mlp_export) -> None:
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_padding_to_allowed_batch_sizes(tmp_path, mlp_export, mode) -> None:
     base = str(tmp_path / "mlp")
     place_version(mlp_export, base, 1)
     params = write_params(tmp_path, """
@@ -84,7 +86,7 @@ def test_padding_to_allowed_batch_sizes(tmp_path, mlp_export) -> None:
     """)
     argv = ["--model_name=mlp", f"--model_base_path={base}", "--enable_batching",
             f"--batching_parameters_file={params}"]
-    with flag_server(argv, wait_for={"mlp": 1}) as server:
+    with flag_server(argv + [f"--grpc_server_mode={mode}"], wait_for={"mlp": 1}) as server:
         channel, stub = stub_for(server)
         for i, rows in enumerate((1, 3, 5, 16)):
             before = batching_stats(server, "mlp")
@@ -105,7 +107,8 @@ def test_padding_to_allowed_batch_sizes(tmp_path, mlp_export) -> None:
         assert "servable_batch_size" in text
 
 
-def test_large_batch_splitting(tmp_path, mlp_export) -> None:
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_large_batch_splitting(tmp_path, mlp_export, mode) -> None:
     base = str(tmp_path / "mlp")
     place_version(mlp_export, base, 1)
     params = write_params(tmp_path, """
@@ -118,7 +121,7 @@ def test_large_batch_splitting(tmp_path, mlp_export) -> None:
     """)
     argv = ["--model_name=mlp", f"--model_base_path={base}", "--enable_batching",
             f"--batching_parameters_file={params}"]
-    with flag_server(argv, wait_for={"mlp": 1}) as server:
+    with flag_server(argv + [f"--grpc_server_mode={mode}"], wait_for={"mlp": 1}) as server:
         channel, stub = stub_for(server)
         before = batching_stats(server, "mlp")
         images = _images(200, 21)
@@ -144,7 +147,8 @@ def _rest_predict(port: int, model: str, instances: list) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-def test_queue_full_is_unavailable_grpc_and_503_rest(tmp_path, slow_export) -> None:
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_queue_full_is_unavailable_grpc_and_503_rest(tmp_path, slow_export, mode) -> None:
     base = str(tmp_path / "slow")
     place_version(slow_export, base, 1)
     # One thread, batches of 1 row, one batch may wait: a third concurrent request is refused.
@@ -156,7 +160,7 @@ def test_queue_full_is_unavailable_grpc_and_503_rest(tmp_path, slow_export) -> N
     """)
     argv = ["--model_name=slow", f"--model_base_path={base}", "--enable_batching",
             f"--batching_parameters_file={params}"]
-    with flag_server(argv, rest=True, wait_for={"slow": 1}) as server:
+    with flag_server(argv + [f"--grpc_server_mode={mode}"], rest=True, wait_for={"slow": 1}) as server:
         channel, stub = stub_for(server)
         x = np.array([1.0], dtype=np.float32)
         futures = [stub.Predict.future(predict_request("slow", {"x": x}), timeout=30) for _ in range(6)]
@@ -292,7 +296,8 @@ def test_rest_requests_are_batched_and_get_their_own_rows(tmp_path, mlp_export) 
         assert after.tasks - before.tasks == 32 and after.rows - before.rows == sum(sizes)
 
 
-def test_deadline_while_queued_gives_deadline_exceeded_and_server_keeps_serving(tmp_path, slow_export) -> None:
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_deadline_while_queued_gives_deadline_exceeded_and_server_keeps_serving(tmp_path, slow_export, mode) -> None:
     base = str(tmp_path / "slow")
     place_version(slow_export, base, 1)
     params = write_params(tmp_path, """
@@ -303,7 +308,7 @@ def test_deadline_while_queued_gives_deadline_exceeded_and_server_keeps_serving(
     """)
     argv = ["--model_name=slow", f"--model_base_path={base}", "--enable_batching",
             f"--batching_parameters_file={params}"]
-    with flag_server(argv, wait_for={"slow": 1}) as server:
+    with flag_server(argv + [f"--grpc_server_mode={mode}"], wait_for={"slow": 1}) as server:
         channel, stub = stub_for(server)
         x = np.array([1.0], dtype=np.float32)
         busy = stub.Predict.future(predict_request("slow", {"x": x}), timeout=30)  # holds the batch thread

@@ -70,7 +70,7 @@ EXTENSION_DEFAULTS = {
     "warmup_signatures_without_file": True,
     "log_level": "info",
     "grpc_address": "0.0.0.0",
-    "grpc_server_mode": "auto",
+    "grpc_server_mode": "threads",
     "rest_api_address": "0.0.0.0",
     "grpc_max_message_bytes": 0,  # TF Serving's INT32_MAX
     "rest_api_max_body_bytes": 256 * 1024 * 1024,
@@ -164,7 +164,7 @@ def test_extensions_parse() -> None:
 def test_grpc_server_mode_values() -> None:
     assert parse_flags(["--grpc_server_mode=asyncio"]).grpc_server_mode == "asyncio"
     assert parse_flags(["--grpc_server_mode=threads"]).grpc_server_mode == "threads"
-    with pytest.raises(FlagError, match="'grpc_server_mode': expected one of auto, threads, asyncio"):
+    with pytest.raises(FlagError, match="'grpc_server_mode': expected one of threads, asyncio"):
         parse_flags(["--grpc_server_mode=fast"])
 
 

@@ -308,7 +308,7 @@ def test_multi_inference_needs_one_input_tensor_for_all_tasks(stub):
     assert info.value.details() == "Input tensor must be the same for all Signatures."
 
 
-def test_auto_mode_is_threads_without_batching_and_asyncio_with_it() -> None:
+def test_threads_is_the_default_mode_with_or_without_batching() -> None:
     from servable.grpc_api.server import GrpcFrontDoor, GrpcOptions
     from servable.grpc_api.threaded import ThreadedGrpcFrontDoor
     from servable.model_server import ServerSettings, make_grpc_front_door
@@ -317,7 +317,8 @@ def test_auto_mode_is_threads_without_batching_and_asyncio_with_it() -> None:
         return make_grpc_front_door(ServerSettings(models=[], grpc=GrpcOptions(), **settings), service=None, reload_config=None)
 
     assert isinstance(door(), ThreadedGrpcFrontDoor)
-    assert isinstance(door(batch_scheduler=object()), GrpcFrontDoor)
+    assert isinstance(door(batch_scheduler=object()), ThreadedGrpcFrontDoor)
     assert isinstance(door(grpc_server_mode="asyncio"), GrpcFrontDoor)
-    assert isinstance(door(grpc_server_mode="threads", batch_scheduler=object()), ThreadedGrpcFrontDoor)
     assert door(num_request_threads=3).num_threads == 3
+    with pytest.raises(ValueError, match="expected threads or asyncio"):
+        door(grpc_server_mode="auto")
