@@ -435,8 +435,8 @@ class BatchScheduler:
         with self._lock:
             if self._stopping or queue._closed or queue._tasks or queue._in_flight:
                 return False, None
-            if len(self._running) + self._inline_running >= self.num_batch_threads:
-                return False, None  # every batch thread's slot is taken: num_batch_threads bounds batches run at once
+            if self._slots_taken_locked():
+                return False, None  # num_batch_threads bounds the batches run at once
             now = time.monotonic()
             queue._record_arrival(now)
             queue._in_flight += 1  # arrivals now wait to form a batch, as behind a running batch
@@ -455,6 +455,10 @@ class BatchScheduler:
         if isinstance(results[0], BaseException):
             raise results[0]
         return True, results[0]
+
+    def _slots_taken_locked(self) -> bool:
+        """Whether ``num_batch_threads`` batches run now (on batch threads or request threads)."""
+        return len(self._running) + self._inline_running >= self.num_batch_threads
 
     @staticmethod
     def _split_sizes(queue: BatchQueue, size: int, key: Hashable) -> list[int]:
@@ -481,7 +485,7 @@ class BatchScheduler:
             with self._lock:
                 while True:
                     now = time.monotonic()
-                    if self._inline_running and len(self._running) + self._inline_running >= self.num_batch_threads:
+                    if self._slots_taken_locked():
                         found, wake_at = None, None  # a batch runs on a request thread in this thread's slot
                     else:
                         found, wake_at = self._next_batch_locked(now)

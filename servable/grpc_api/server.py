@@ -11,13 +11,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from servable.core.status import Code, ServingError, invalid_argument
-from servable.grpc_api.services import ConfigReloader, ModelService, PredictionService, _Received, generic_handlers
+from servable.grpc_api.services import (
+    MODEL_SERVICE,
+    PREDICTION_SERVICE,
+    ConfigReloader,
+    ModelService,
+    PredictionService,
+    _Received,
+    generic_handlers,
+)
 from servable.serving.service import ServingService
 
 log = logging.getLogger(__name__)
 
 INT32_MAX = 2**31 - 1
-SERVICE_NAMES = ("tensorflow.serving.ModelService", "tensorflow.serving.PredictionService")
+SERVICE_NAMES = (MODEL_SERVICE, PREDICTION_SERVICE)
 # TF Serving's --enable_grpc_healthcheck_service marks the short names; the full names are
 # what grpc health probes usually ask for.
 HEALTH_NAMES = ("", *SERVICE_NAMES, *(full.rsplit(".", 1)[1] for full in SERVICE_NAMES))

@@ -378,13 +378,6 @@ def generic_handlers(
     prediction: PredictionService, model: ModelService, *, max_message_bytes: int = 0
 ) -> list[grpc.GenericRpcHandler]:
     """The grpc.aio front door's handlers: every RPC is a coroutine on the event loop."""
-    behaviors = {
-        (PREDICTION_SERVICE, "Classify"): prediction.Classify,
-        (PREDICTION_SERVICE, "Regress"): prediction.Regress,
-        (PREDICTION_SERVICE, "Predict"): prediction.Predict,
-        (PREDICTION_SERVICE, "MultiInference"): prediction.MultiInference,
-        (PREDICTION_SERVICE, "GetModelMetadata"): prediction.GetModelMetadata,
-        (MODEL_SERVICE, "GetModelStatus"): model.GetModelStatus,
-        (MODEL_SERVICE, "HandleReloadConfigRequest"): model.HandleReloadConfigRequest,
-    }
+    # The aio handlers carry the RPC names themselves.
+    behaviors = {(svc, method): getattr(prediction if svc == PREDICTION_SERVICE else model, method) for svc, method in METHODS}
     return method_handlers(behaviors, max_message_bytes=max_message_bytes)
