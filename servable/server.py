@@ -37,19 +37,18 @@ def _configure_logging(level: str) -> Callable[[], None]:
     record's caller lookup and thread/process fields are turned off (the logging HOWTO's
     optimizations): the format does not use them and they cost more than the message.
     """
-    from servable.serving.service import defer_request_lines
+    from servable.serving import request_log
 
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(request_log.SERVER_FORMAT))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
+    request_log.mark_server_handler(handler)
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return defer_request_lines()
+    return request_log.defer_request_lines()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from servable.core.handles import ServableHandle
 from servable.core.ids import ServableId, ServableRequest
 from servable.core.status import Code, ServingError, failed_precondition, invalid_argument, not_found, unimplemented
 from servable.serving.labels import VersionLabels
+from servable.serving import request_log as request_lines
 from servable.serving.metrics import ServingMetrics
 
 T = TypeVar("T")
@@ -42,8 +43,6 @@ REGRESS_METHOD = "tensorflow/serving/regress"
 # size on the event loop (``predict_async``): at most about 100 us of work there, less than
 # the two thread hand-offs it saves. Anything larger goes to the worker pool.
 INLINE_BYTES = 256 * 1024
-
-request_log = logging.getLogger("servable.requests")
 
 # Request ids: a random per-process prefix and a counter (unique, and cheaper than uuid4,
 # which reads the OS random source on every request).
@@ -80,73 +79,6 @@ def _abandoned() -> bool:
 
 def _deadline_error() -> ServingError:
     return ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded: the client gave up before the model ran")
-
-
-def write_request_line(fields: tuple) -> None:
-    """Log one request line on ``servable.requests`` (INFO), with the fields as ``record.request``."""
-    request_id, entrypoint, api, model_name, version, signature, status, latency = fields
-    request_log.info(
-        "request id=%s entrypoint=%s api=%s model=%s version=%s signature=%s status=%s latency_ms=%.3f",
-        request_id, entrypoint, api, model_name, version, signature, status, latency * 1e3,
-        extra={"request": {
-            "id": request_id, "entrypoint": entrypoint, "api": api, "model": model_name, "version": version,
-            "signature": signature, "status": status, "latency_ms": round(latency * 1e3, 3),
-        }},
-    )
-
-
-_request_line_sink: Callable[[tuple], None] = write_request_line
-REQUEST_LOG_FLUSH_S = 0.02  # how long deferred request lines may wait to be written
-
-
-def defer_request_lines() -> Callable[[], None]:
-    """Write request lines from a background thread from now on; returns ``stop()``.
-
-    Called once by the server's ``main`` (not by embedders or tests, which keep the
-    synchronous default). Why: building and writing a log record costs more than the rest
-    of a small request's bookkeeping, and the request path runs on the event loop, which
-    must never wait on a slow stderr reader. ``stop()`` writes what is queued and restores
-    the synchronous writer.
-    """
-    import queue
-
-    global _request_line_sink
-    lines: queue.SimpleQueue = queue.SimpleQueue()
-
-    def drain() -> None:
-        stopping = False
-        while not stopping:
-            batch = [lines.get()]
-            # Let more lines gather: one wake-up of this thread per interval under load
-            # rather than one per request (each wake-up competes with requests for a core
-            # and the GIL). Writing the lines at all costs 10-15 % of 1-row req/s at c=64
-            # on 2 vCPUs (--log_level=warning); the batching's own gain was within noise.
-            time.sleep(REQUEST_LOG_FLUSH_S)
-            while True:
-                try:
-                    batch.append(lines.get_nowait())
-                except queue.Empty:
-                    break
-            for fields in batch:
-                if fields is None:
-                    stopping = True
-                    continue
-                try:
-                    write_request_line(fields)
-                except Exception:  # noqa: BLE001 - a logging failure must not end the writer
-                    pass
-
-    writer = threading.Thread(target=drain, name="servable-request-log", daemon=True)
-    writer.start()
-    _request_line_sink = lines.put
-
-    def stop() -> None:
-        global _request_line_sink
-        _request_line_sink = write_request_line
-        lines.put(None)
-        writer.join(timeout=5)
-
-    return stop
 
 
 @dataclass(frozen=True)
@@ -347,8 +279,8 @@ class ServingService:
                 call = _current_call.get()
                 if call is not None:
                     call.counted = True
-            if request_log.isEnabledFor(logging.INFO):
-                _request_line_sink(
+            if request_lines.request_log.isEnabledFor(logging.INFO):
+                request_lines.sink(
                     (record.request_id, entrypoint, api, model_name, record.version, record.signature, code.name, latency)
                 )
 
