@@ -8,6 +8,13 @@ HTTP/2 connection, C streams; Debian ``nghttp2-client``): 1-row requests at c=1 
 32-row requests at c=1 and c=16, TF Serving PredictRequests with ``tensor_content`` built
 by the official stubs. Prints medians over the rounds (p50 ms, req/s) as JSON, plus the
 ratios to the echo floor, and the command line.
+
+The ``zero-cost model`` variants serve, under the same name and signature, a Python model
+(``model_platform: "python"``) that answers zeros without computing: what the server's
+own request path (routing, batching, metrics, log lines) costs with the model taken away,
+i.e. the ceiling any model can reach through it. The ``worker-process model`` variant
+serves the same MLP run in a worker process (``benchmarks/peers/worker_process_model.py``):
+threads against processes for the model call.
 """
 
 from __future__ import annotations
@@ -35,7 +42,25 @@ VARIANTS = {
     "asyncio": ["--grpc_server_mode=asyncio"],
     "threads+batching": ["--grpc_server_mode=threads", "--enable_batching"],
     "asyncio+batching": ["--grpc_server_mode=asyncio", "--enable_batching"],
+    "threads+zero-cost model": ["--grpc_server_mode=threads"],
+    "asyncio+batching+zero-cost model": ["--grpc_server_mode=asyncio", "--enable_batching"],
+    "threads+batching+worker-process model": ["--grpc_server_mode=threads", "--enable_batching"],
 }
+ZERO_COST_MODEL = '''import numpy as np
+from servable.python_model import PythonModel, tensor
+
+
+class ZeroCost(PythonModel):
+    inputs = {"images": tensor("float32", [-1, 784])}
+    outputs = {"scores": tensor("float32", [-1, 10])}
+
+    def run(self, inputs):
+        return {"scores": np.zeros((len(inputs["images"]), 10), np.float32)}
+
+
+def load(path):
+    return ZeroCost(path)
+'''
 
 
 def _bodies(tmp: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -64,8 +89,22 @@ def _start(variant: str, model_base: str, tmp: pathlib.Path, batching_file: path
         child.wait_ready(lambda: "LISTENING" in log.read_text(), timeout=120)
         return child, port
     rest = free_port()
+    python_model = {"zero-cost model": ZERO_COST_MODEL,
+                    "worker-process model": (ROOT / "benchmarks/peers/worker_process_model.py").read_text()}
+    kind = next((k for k in python_model if variant.endswith(k)), None)
+    if kind is not None:
+        folder = tmp / kind.replace(" ", "-")
+        (folder / "1").mkdir(parents=True, exist_ok=True)
+        (folder / "1" / "servable.py").write_text(python_model[kind])
+        config = tmp / f"{folder.name}.config"
+        config.write_text(f'model_config_list {{ config {{ name: "mnist" base_path: "{folder}" '
+                          'model_platform: "python" } }\n')
+        model = [f"--model_config_file={config}"]
+        env["WORKER_MODEL"] = f"{model_base}/1"
+    else:
+        model = ["--model_name=mnist", f"--model_base_path={model_base}"]
     flags = [f"--port={port}", f"--rest_api_port={rest}", "--grpc_address=127.0.0.1", "--rest_api_address=127.0.0.1",
-             "--model_name=mnist", f"--model_base_path={model_base}", "--log_level=warning", *VARIANTS[variant]]
+             *model, "--log_level=warning", *VARIANTS[variant]]
     if "--enable_batching" in flags:
         flags.append(f"--batching_parameters_file={batching_file}")
     child = Child(variant, [sys.executable, "-m", "servable.server", *flags], log, env=env, cwd=str(ROOT))
