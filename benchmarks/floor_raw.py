@@ -7,7 +7,8 @@ What a server cannot beat, per model:
 - ``p50_ms``/``p99_ms``: back-to-back calls, batch 1 (``tf.constant`` -> signature -> ``.numpy()``);
 - ``gap_p50_ms``: the same with a 1 ms sleep before each call (the sparse-traffic regime a
   server at concurrency 1 lives in);
-- ``rows_per_s`` at batch 1 and at batch 32 (mnist);
+- ``rows_per_s`` at batch 1, 32 and 64 (mnist; 64 = the suite's ``max_batch_size``, the
+  largest batch its scheduler forms from 32-row requests);
 - ``load_s``: ``tf.saved_model.load`` time of a fresh copy (the "load itself" that hot-swap
   pickup time is measured against).
 """
@@ -68,7 +69,7 @@ def measure(models: dict, duration: float, warmup: float, quick: bool = False) -
     mnist = tf.saved_model.load(models["mnist"]["path"])
     fn = mnist.signatures["serving_default"]
     rng = np.random.default_rng(0)
-    for rows in (1, 32):
+    for rows in (1, 32, 64):
         images = rng.random((rows, 784), dtype=np.float32)
         call = lambda: fn(images=tf.constant(images))["scores"].numpy()  # noqa: E731
         stats = _time_calls(call, duration, warmup)

@@ -113,12 +113,24 @@ def compute_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         add("1-row req/s at c=64 with batching >= 0.7x echo", label, r, ">= 0.7", None if r is None else r >= 0.7,
             f"servable {_fmt(tp, 'req_per_s')} vs echo {_fmt(echo, 'req_per_s')}")
 
-        rows = [idx.value(row, "mnist_b32", family, 16, "rows_per_s") for row in ("servable gRPC", "servable gRPC +batching")]
-        best_rows = max((v for v in rows if v is not None), default=None)
-        raw_rows = idx.raw.get("mnist_b32", {}).get("rows_per_s")
-        r = _ratio(best_rows, raw_rows)
+        # The floor is the raw call at the batch size the scheduler can end up using: 32
+        # rows without batching, 64 (the suite's max_batch_size: two requests) with it.
+        candidates = []
+        for row, raw_key in (("servable gRPC", "mnist_b32"), ("servable gRPC +batching", "mnist_b64")):
+            served = idx.value(row, "mnist_b32", family, 16, "rows_per_s")
+            if raw_key not in idx.raw:  # a report of an older run (no 64-row floor)
+                raw_key = "mnist_b32"
+            raw_rows = idx.raw.get(raw_key, {}).get("rows_per_s")
+            r = _ratio(served, raw_rows)
+            if r is not None:
+                candidates.append((r, row, served, raw_key, raw_rows))
+        if candidates:
+            r, row, served, raw_key, raw_rows = max(candidates)
+            detail = f"{row} {_fmt(served, 'rows_per_s')} vs raw {raw_key.split('_')[1]} {_fmt(raw_rows, 'rows_per_s')}"
+        else:
+            r, detail = None, "not measured"
         add("32-row rows/s (gRPC, c=16) >= 0.7x raw in-process rows/s", label, r, ">= 0.7", None if r is None else r >= 0.7,
-            f"servable {_fmt(best_rows, 'rows_per_s')} vs raw {_fmt(raw_rows, 'rows_per_s')}")
+            detail)
 
         ours = max((v for v in (idx.value(row, "mnist_b1", family, 64, "req_per_s") for row in
                                 ("servable gRPC", "servable gRPC +batching", "servable REST", "servable REST +batching"))

@@ -134,7 +134,7 @@ def defer_request_lines() -> Callable[[], None]:
                     batch.append(lines.get_nowait())
                 except queue.Empty:
                     break
-            if batch[-1] is None or None in batch:
+            if None in batch:
                 stopping = True
                 batch = [fields for fields in batch if fields is not None]
             handler = _direct_handler()

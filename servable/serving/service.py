@@ -29,8 +29,8 @@ import numpy as np
 from servable.core.handles import ServableHandle
 from servable.core.ids import ServableId, ServableRequest
 from servable.core.status import Code, ServingError, failed_precondition, invalid_argument, not_found, unimplemented
-from servable.serving.labels import VersionLabels
 from servable.serving import request_log as request_lines
+from servable.serving.labels import VersionLabels
 from servable.serving.metrics import ServingMetrics
 
 T = TypeVar("T")
