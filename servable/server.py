@@ -107,6 +107,7 @@ def _serve(flags: Any) -> int:
     from servable.core.status import ServingError
 
     server = ModelServer(settings)
+    _freeze_startup_objects(settings)
     try:
         return server.run()
     except KeyboardInterrupt:
@@ -117,6 +118,30 @@ def _serve(flags: Any) -> int:
     except (OSError, RuntimeError) as error:  # a port taken, an address that cannot be bound
         print(f"Failed to start server. Error: {_bind_error_text(error, settings)}", file=sys.stderr)
         return 1
+
+
+def _freeze_startup_objects(settings: Any) -> None:
+    """Move every object alive now (TensorFlow, grpc, aiohttp, our modules) out of the cyclic GC.
+
+    Called once by ``_serve``, after the imports and before the first model loads. Why: a
+    version's unload ends with ``gc.collect()`` (TensorFlow objects hold reference
+    cycles, and their memory must come back at once). A full collection walks every
+    tracked object, about 330,000 once TensorFlow is imported, and holds the GIL while it
+    does: 235-300 ms in which no request runs on 2 vCPUs. With those objects frozen
+    (they live as long as the process), the collection walks only what was made since:
+    5 ms per MLP unload, RSS flat over 30 load/unload cycles. Refcounting still frees
+    frozen objects; only cycles among them would never be collected, and module-level
+    objects made at start-up form none that die. Embedders choose for themselves
+    (``gc.freeze()`` after their imports). TensorFlow, which loaders import lazily, is
+    imported here first when a configured model needs it, so that it is frozen too.
+    """
+    import gc
+
+    if any(getattr(model, "platform", "tensorflow") == "tensorflow" for model in settings.models):
+        import tensorflow  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
 
 
 def _bind_error_text(error: BaseException, settings: Any) -> str:

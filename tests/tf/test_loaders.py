@@ -65,6 +65,26 @@ def test_unload_frees_the_model(half_plus_two_export):
         loader.servable()
 
 
+def test_a_model_loaded_after_the_startup_freeze_is_still_freed(half_plus_two_export):
+    """The server freezes its start-up objects out of the cyclic GC (servable.server):
+    a version loaded later must still be collected at unload, and quickly."""
+    from servable.server import _freeze_startup_objects
+
+    class Settings:
+        models = [type("Model", (), {"platform": "tensorflow"})()]
+
+    _freeze_startup_objects(Settings())
+    try:
+        assert gc.get_freeze_count() > 0
+        loader = SavedModelLoader(half_plus_two_export, options=LoaderOptions(enable_model_warmup=False))
+        loader.load()
+        model_ref = weakref.ref(loader.servable().loaded)
+        loader.unload()  # its gc.collect() walks only what was made after the freeze
+        assert model_ref() is None
+    finally:
+        gc.unfreeze()
+
+
 def test_wrong_tags_fail_the_load(half_plus_two_export):
     loader = SavedModelLoader(half_plus_two_export, tags=("serve", "tpu"))
     with pytest.raises(ServingError) as raised:
