@@ -22,21 +22,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.procs import Child, free_port  # noqa: E402
+from benchmarks.procs import Child, free_port, tfs_version_states  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _states(rest_port: int) -> dict[str, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/v1/models/mnist", timeout=2) as reply:
-            return {s["version"]: s["state"] for s in json.load(reply)["model_version_status"]}
-    except (OSError, ValueError, KeyError):
-        return {}
 
 
 def _wait(condition, timeout: float, what: str) -> None:
@@ -69,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "--log_level=warning"],
                       tmp / "server.log", env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=str(ROOT))
         try:
-            child.wait_ready(lambda: _states(rest_port).get("1") == "AVAILABLE", timeout=180)
+            child.wait_ready(lambda: tfs_version_states(rest_port, "mnist").get(1) == "AVAILABLE", timeout=180)
             request = predict_pb2.PredictRequest()
             request.model_spec.name = "mnist"
             tensor = request.inputs["images"]
@@ -94,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(2)
                     for version in range(2, 2 + args.swaps):
                         shutil.copytree(tmp / "export", base / str(version))
-                        _wait(lambda: _states(rest_port).get(str(version)) == "AVAILABLE", 120, f"version {version}")
-                        _wait(lambda: _states(rest_port).get(str(version - 1)) == "END", 120, f"version {version - 1} unloaded")
+                        _wait(lambda: tfs_version_states(rest_port, "mnist").get(version) == "AVAILABLE", 120, f"version {version}")
+                        _wait(lambda: tfs_version_states(rest_port, "mnist").get(version - 1) == "END", 120, f"version {version - 1} unloaded")
                         time.sleep(0.5)
                 finally:
                     stop.set()
