@@ -169,14 +169,20 @@ class PythonModelLoader(Loader):
 
     Each version gets its own module object, so two versions of the same file coexist.
     Load errors (a missing file, an exception in ``load``) fail the version with their
-    message; the previous version keeps serving.
+    message; the previous version keeps serving. ``wrap(model, path)``, when given
+    (``LoaderOptions.wrap_servable``: batching with ``--enable_batching``), returns the
+    object to serve instead, as for a SavedModel; ``unload`` closes it before the model.
     """
 
-    def __init__(self, path: str, name: str = "", version: int = 0) -> None:
+    def __init__(
+        self, path: str, name: str = "", version: int = 0, wrap: Callable[[Any, str], Any] | None = None
+    ) -> None:
         self.path = path
         self.name = name
         self.version = version
+        self.wrap = wrap
         self._model: Any = None
+        self._servable: Any = None
 
     def estimate_resources(self) -> int:
         total = 0
@@ -211,20 +217,38 @@ class PythonModelLoader(Loader):
         model = load(self.path)
         if not hasattr(model, "signatures") or not hasattr(model, "predict"):
             raise invalid_argument(f"load() in {entry} returned {type(model).__name__}, which lacks signatures/predict")
-        self._model = model
+        try:
+            servable = self.wrap(model, self.path) if self.wrap is not None else model
+        except BaseException:
+            _close(model)
+            raise
+        self._model, self._servable = model, servable
 
     def unload(self) -> None:
-        model, self._model = self._model, None
-        close = getattr(model, "close", None)
-        if callable(close):
-            close()
+        servable, model = self._servable, self._model
+        self._servable = self._model = None
+        if servable is not model:
+            _close(servable)
+        _close(model)
 
     def servable(self) -> Any:
-        return self._model
+        return self._servable
 
 
-def make_python_loader_factory() -> Callable[[str, int, str], Loader]:
+def _close(obj: Any) -> None:
+    close = getattr(obj, "close", None)
+    if callable(close):
+        close()
+
+
+def make_python_loader_factory(options: Any = None) -> Callable[[str, int, str], Loader]:
+    """A ``(name, version, path) -> PythonModelLoader`` factory.
+
+    ``options`` is the server's ``LoaderOptions``: its ``wrap_servable`` is read when
+    each loader is made (``servable.settings`` sets it after building the options).
+    """
+
     def factory(name: str, version: int, path: str) -> Loader:
-        return PythonModelLoader(path, name, version)
+        return PythonModelLoader(path, name, version, wrap=getattr(options, "wrap_servable", None))
 
     return factory

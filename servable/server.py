@@ -25,7 +25,7 @@ def default_loader_factories(
 
     return {
         "tensorflow": make_loader_factory(tags=tuple(tags), options=options),
-        "python": make_python_loader_factory(),
+        "python": make_python_loader_factory(options),
     }
 
 

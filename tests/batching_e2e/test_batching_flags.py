@@ -321,3 +321,76 @@ def test_deadline_while_queued_gives_deadline_exceeded_and_server_keeps_serving(
         response = stub.Predict(predict_request("slow", {"x": x}), timeout=30)
         assert tf.make_ndarray(response.outputs["y"]).tolist() == [2.5]
         channel.close()
+
+
+ROW_SUM_MODEL = '''
+import threading
+import time
+import numpy as np
+from servable.python_model import PythonModel, tensor
+
+
+class RowSum(PythonModel):
+    """Each row's sum, slowly (so requests queue behind a call); records each call's rows."""
+
+    inputs = {"x": tensor("float32", [-1, 4])}
+    outputs = {"total": tensor("float32", [-1])}
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.calls = []
+        self.lock = threading.Lock()
+
+    def run(self, inputs):
+        with self.lock:
+            self.calls.append(len(inputs["x"]))
+        time.sleep(0.05)
+        return {"total": inputs["x"].sum(axis=1)}
+
+
+def load(path):
+    return RowSum(path)
+'''
+
+
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_python_models_are_batched_too(tmp_path, mode) -> None:
+    """``--enable_batching`` wraps a ``model_platform: "python"`` version like a SavedModel."""
+    folder = tmp_path / "rowsum" / "1"
+    folder.mkdir(parents=True)
+    (folder / "servable.py").write_text(ROW_SUM_MODEL)
+    config = tmp_path / "models.config"
+    config.write_text(f'model_config_list {{ config {{ name: "rowsum" base_path: "{folder.parent}" '
+                      f'model_platform: "python" }} }}')
+    params = write_params(tmp_path, """
+        max_batch_size { value: 32 }
+        batch_timeout_micros { value: 20000 }
+        num_batch_threads { value: 1 }
+    """)
+    argv = [f"--model_config_file={config}", "--enable_batching", f"--batching_parameters_file={params}",
+            f"--grpc_server_mode={mode}"]
+    with flag_server(argv, wait_for={"rowsum": 1}) as server:
+        channel, stub = stub_for(server)
+        inputs = [np.full((1 + i % 2, 4), i, np.float32) for i in range(24)]
+        barrier = threading.Barrier(len(inputs))
+
+        def call(i: int) -> np.ndarray:
+            import tensorflow as tf
+
+            request = predict_request("rowsum", {"x": inputs[i]})
+            barrier.wait(10)
+            return tf.make_ndarray(stub.Predict(request, timeout=30).outputs["total"])
+
+        with concurrent.futures.ThreadPoolExecutor(len(inputs)) as pool:
+            results = list(pool.map(call, range(len(inputs))))
+        channel.close()
+        for i, total in enumerate(results):
+            np.testing.assert_array_equal(total, inputs[i].sum(axis=1))
+        stats = batching_stats(server, "rowsum")
+        assert stats.tasks == len(inputs) and stats.rows == sum(len(x) for x in inputs)
+        assert stats.batches < len(inputs), "concurrent requests were never merged"
+        from servable.core.ids import ServableRequest
+
+        with server.core.manager.get_handle(ServableRequest.latest("rowsum")) as handle:
+            calls = list(handle.servable.inner.calls)
+        assert max(calls) > 2 and sum(calls) == stats.rows
