@@ -14,7 +14,8 @@ The ``zero-cost model`` variants serve, under the same name and signature, a Pyt
 own request path (routing, batching, metrics, log lines) costs with the model taken away,
 i.e. the ceiling any model can reach through it. The ``worker-process model`` variant
 serves the same MLP run in a worker process (``benchmarks/peers/worker_process_model.py``):
-threads against processes for the model call.
+threads against processes for the model call. Batching variants use the suite's parameters
+(``max_batch_size`` 64, a 1 ms window, one batch thread), except ``20 ms window``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ VARIANTS = {
     "asyncio": ["--grpc_server_mode=asyncio"],
     "threads+batching": ["--grpc_server_mode=threads", "--enable_batching"],
     "asyncio+batching": ["--grpc_server_mode=asyncio", "--enable_batching"],
+    "asyncio+batching+20 ms window": ["--grpc_server_mode=asyncio", "--enable_batching"],
     "threads+zero-cost model": ["--grpc_server_mode=threads"],
     "asyncio+batching+zero-cost model": ["--grpc_server_mode=asyncio", "--enable_batching"],
     "threads+batching+worker-process model": ["--grpc_server_mode=threads", "--enable_batching"],
@@ -106,6 +108,10 @@ def _start(variant: str, model_base: str, tmp: pathlib.Path, batching_file: path
     flags = [f"--port={port}", f"--rest_api_port={rest}", "--grpc_address=127.0.0.1", "--rest_api_address=127.0.0.1",
              *model, "--log_level=warning", *VARIANTS[variant]]
     if "--enable_batching" in flags:
+        if variant.endswith("20 ms window"):
+            batching_file = batching_file.with_name("batching-20ms.config")
+            batching_file.write_text(batching_file.with_name("batching.config").read_text().replace(
+                "batch_timeout_micros { value: 1000 }", "batch_timeout_micros { value: 20000 }"))
         flags.append(f"--batching_parameters_file={batching_file}")
     child = Child(variant, [sys.executable, "-m", "servable.server", *flags], log, env=env, cwd=str(ROOT))
     child.wait_ready(lambda: tfs_version_states(rest, "mnist").get(1) == "AVAILABLE", timeout=180)
