@@ -31,9 +31,9 @@ MAIN_PYTHON = str(REPO_DIR / ".venv" / "bin" / "python") if (REPO_DIR / ".venv" 
 
 # Server-side batching for servable, in TF Serving's BatchingParameters text format. Rows
 # per batch up to 64 (two 32-row requests can share a call), a 1 ms window that servable
-# waits out only while requests arrive faster than a batch runs, one batch thread (TF's
-# own intra-op pool already uses both cores). Longer windows trade low-concurrency
-# throughput for bigger batches under load (docs/performance.md).
+# only waits out when other requests are in flight, one batch thread (TF's own intra-op
+# pool already uses both cores). Longer windows give the asyncio door bigger batches
+# under load (docs/performance.md).
 SERVABLE_BATCHING = """max_batch_size { value: 64 }
 batch_timeout_micros { value: 1000 }
 max_enqueued_batches { value: 1000 }

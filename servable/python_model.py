@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import logging
 import os
 import sys
 from typing import Any, Callable, Mapping, Sequence
@@ -38,6 +39,8 @@ import numpy as np
 from servable.core.loader import Loader
 from servable.core.status import ServingError, invalid_argument, unimplemented
 from servable.tf.signatures import SignatureInfo, TensorInfo
+
+log = logging.getLogger(__name__)
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 ENTRY_FILE = "servable.py"
@@ -228,7 +231,10 @@ class PythonModelLoader(Loader):
         servable, model = self._servable, self._model
         self._servable = self._model = None
         if servable is not model:
-            _close(servable)
+            try:
+                _close(servable)
+            except Exception:  # the model is still closed below
+                log.exception("closing the servable wrapper of %s failed", self.path)
         _close(model)
 
     def servable(self) -> Any:

@@ -99,3 +99,26 @@ def test_tensor_rejects_unknown_dtype():
     with pytest.raises(ValueError):
         tensor("float128")
     assert isinstance(PythonModel().signatures, dict)
+
+
+def test_wrapper_is_served_and_closed_before_the_model(tmp_path):
+    """``wrap`` (batching's hook) gives the object served; unload closes it, then the model,
+    even when closing the wrapper fails."""
+    (tmp_path / "servable.py").write_text(DOUBLER + "\nclosed = []\nDoubler.close = lambda self: closed.append('model')\n")
+    events = []
+
+    class Wrapper:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def close(self):
+            events.append("wrapper")
+            raise RuntimeError("wrapper close failed")
+
+    loader = PythonModelLoader(str(tmp_path), "doubler", 1, wrap=lambda model, path: Wrapper(model))
+    loader.load()
+    served = loader.servable()
+    assert isinstance(served, Wrapper)
+    module_closed = type(served.inner).close.__globals__["closed"]
+    loader.unload()
+    assert events == ["wrapper"] and module_closed == ["model"]

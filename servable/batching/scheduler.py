@@ -24,19 +24,11 @@ When a batch is ready (TF Serving's rules first):
   is 0, or the queue holds ``execution_batch_size`` rows, or its oldest task has waited
   ``batch_timeout_micros``;
 - "eager when idle" (servable's addition, on by default): a free batch thread does not
-  sit out the window when waiting cannot help: (a) the queue holds one lone task, no
-  batch of this queue is running, and tasks arrive more slowly than a batch runs (the
-  smoothed inter-arrival gap is at least the smoothed batch run time: an idle model, or
-  one client calling back to back; dispatch at once); (b) no task arrived for a quiet
-  period of twice the queue's smoothed inter-arrival gap (clamped to [100 us,
-  timeout]), i.e. the queue has stopped growing. Under load the threads are busy, tasks
-  accumulate, and batches fill as in TF Serving.
-
-Why (a) looks at the arrival rate: under load a batch ends, the next task arrives to an
-empty, idle queue, and running it at once would make every batch as small as what
-arrives during one model call (2-3 requests of 64 in flight on 2 vCPUs), whatever
-``batch_timeout_micros`` asks; each small batch then holds the GIL for a whole model
-call's Python dispatch.
+  sit out the window when waiting cannot help: (a) the queue holds one lone task and no
+  batch of this queue is running (an idle model: dispatch at once); (b) no task arrived
+  for a quiet period of twice the queue's smoothed inter-arrival gap (clamped to
+  [100 us, timeout]), i.e. the queue has stopped growing. Under load the threads are
+  busy, tasks accumulate, and batches fill as in TF Serving.
 """
 
 from __future__ import annotations
@@ -54,10 +46,6 @@ from servable.core.status import ServingError, internal, invalid_argument, unava
 _QUEUE_FULL = "The batch scheduling queue to which this task was submitted is full"
 _EWMA_WEIGHT = 0.2
 _MIN_QUIET_S = 100e-6
-# Inter-arrival gaps compared with batch run times (rule (a)) are capped here, not at the
-# window: a client calling back to back every 2 ms is slower than a 1 ms batch even under
-# a 1 ms window, and one long idle spell must not dominate the average for long.
-_PACE_GAP_CAP_S = 1.0
 
 
 class Task:
@@ -177,8 +165,6 @@ class BatchQueue:
         self._rows = 0
         self._last_arrival: float | None = None
         self._gap_ewma: float | None = None
-        self._pace_ewma: float | None = None  # smoothed inter-arrival gap, capped at _PACE_GAP_CAP_S
-        self._run_ewma: float | None = None  # smoothed seconds per batch (``_process`` call)
         self._in_flight = 0
         self._closed = False
 
@@ -227,25 +213,7 @@ class BatchQueue:
             self._gap_ewma = gap if self._gap_ewma is None else (
                 (1 - _EWMA_WEIGHT) * self._gap_ewma + _EWMA_WEIGHT * gap
             )
-            self._pace_ewma = self._pace_after(now)
         self._last_arrival = now
-
-    def _pace_after(self, now: float) -> float | None:
-        """The pace average with an arrival at ``now`` counted (None before two arrivals)."""
-        if self._last_arrival is None:
-            return None
-        gap = min(now - self._last_arrival, _PACE_GAP_CAP_S)
-        return gap if self._pace_ewma is None else (1 - _EWMA_WEIGHT) * self._pace_ewma + _EWMA_WEIGHT * gap
-
-    def _record_run(self, seconds: float) -> None:
-        self._run_ewma = seconds if self._run_ewma is None else (
-            (1 - _EWMA_WEIGHT) * self._run_ewma + _EWMA_WEIGHT * seconds
-        )
-
-    def _arrivals_outpace_runs(self, pace: float | None = None) -> bool:
-        """Whether tasks arrive faster than a batch runs: then waiting gathers a batch."""
-        pace = self._pace_ewma if pace is None else pace
-        return pace is not None and self._run_ewma is not None and pace < self._run_ewma
 
     def _readiness(self, now: float, draining: bool, eager: bool) -> tuple[bool, float | None]:
         """(ready now, else the monotonic time it becomes ready or None)."""
@@ -258,7 +226,7 @@ class BatchQueue:
             return True, None
         if not eager:
             return False, head_deadline
-        if len(self._tasks) == 1 and self._in_flight == 0 and not self._arrivals_outpace_runs():
+        if len(self._tasks) == 1 and self._in_flight == 0:
             return True, None
         gap = self._gap_ewma if self._gap_ewma is not None else self._timeout
         quiet = min(self._timeout, max(2.0 * gap, _MIN_QUIET_S))
@@ -470,8 +438,6 @@ class BatchScheduler:
             if self._slots_taken_locked():
                 return False, None  # num_batch_threads bounds the batches run at once
             now = time.monotonic()
-            if queue._arrivals_outpace_runs(queue._pace_after(now)):
-                return False, None  # under load: queue it so a batch can form (rule (a))
             queue._record_arrival(now)
             queue._in_flight += 1  # arrivals now wait to form a batch, as behind a running batch
             self._inline_running += 1  # takes an idle batch thread's slot
@@ -480,9 +446,7 @@ class BatchScheduler:
             if len(results) != 1:
                 raise internal(f"Batch processing returned {len(results)} results for 1 task")
         finally:
-            ran = time.monotonic() - now
             with self._lock:
-                queue._record_run(ran)
                 queue._in_flight -= 1
                 self._inline_running -= 1
                 self._drained.notify_all()
@@ -535,13 +499,10 @@ class BatchScheduler:
                 self._running[ident] = (queue, tasks)
                 if any(q._tasks for q in self._queues):
                     self._work.notify()  # another thread keeps watch over the rest
-            started = time.monotonic()
             try:
                 self._execute(queue, tasks)
             finally:
-                ran = time.monotonic() - started
                 with self._lock:
-                    queue._record_run(ran)
                     queue._in_flight -= 1
                     del self._running[ident]
                     self._drained.notify_all()

@@ -161,43 +161,6 @@ def test_lone_task_does_not_wait_out_the_window(scheduler: BatchScheduler) -> No
         assert time.monotonic() - start < 0.25
 
 
-def test_back_to_back_calls_of_a_slow_model_do_not_wait(scheduler: BatchScheduler) -> None:
-    """One client calling again as each answer comes: arrivals never outpace the runs."""
-    def slow(tasks: list[Task]) -> list:
-        time.sleep(0.02)
-        return [t.payload for t in tasks]
-
-    queue = scheduler.register_queue("q", BatchingParameters(max_batch_size=8, batch_timeout_micros=500_000), slow)
-    for _ in range(6):
-        start = time.monotonic()
-        queue.submit("lone", 1).result(5)
-        assert time.monotonic() - start < 0.25
-
-
-def test_under_load_a_lone_arrival_waits_for_its_batch(scheduler: BatchScheduler) -> None:
-    """Tasks arriving every 20 ms at a model taking 30 ms per batch: batches fill.
-
-    Without the arrival-rate check, the arrival after each batch's end found an idle,
-    empty queue and ran alone: batches stayed at 1-2 tasks whatever the window.
-    """
-    sizes: list[int] = []
-
-    def slow(tasks: list[Task]) -> list:
-        sizes.append(len(tasks))
-        time.sleep(0.03)
-        return [t.payload for t in tasks]
-
-    params = BatchingParameters(max_batch_size=8, batch_timeout_micros=500_000, max_enqueued_batches=100)
-    queue = scheduler.register_queue("q", params, slow)
-    futures = []
-    for i in range(48):
-        futures.append(queue.submit(i, 1))
-        time.sleep(0.02)
-    assert [f.result(10) for f in futures] == list(range(48))
-    steady = sizes[2:-1]
-    assert steady and sum(steady) / len(steady) >= 4, sizes
-
-
 def test_without_eager_dispatch_the_window_is_waited() -> None:
     sched = BatchScheduler(1, eager_when_idle=False)
     try:
