@@ -29,18 +29,15 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import logging
 import os
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from servable.core.loader import Loader
+from servable.core.loader import Loader, close_wrapped
 from servable.core.status import ServingError, invalid_argument, unimplemented
 from servable.tf.signatures import SignatureInfo, TensorInfo
-
-log = logging.getLogger(__name__)
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 ENTRY_FILE = "servable.py"
@@ -223,28 +220,17 @@ class PythonModelLoader(Loader):
         try:
             servable = self.wrap(model, self.path) if self.wrap is not None else model
         except BaseException:
-            _close(model)
+            close_wrapped(model, model)
             raise
         self._model, self._servable = model, servable
 
     def unload(self) -> None:
         servable, model = self._servable, self._model
         self._servable = self._model = None
-        if servable is not model:
-            try:
-                _close(servable)
-            except Exception:  # the model is still closed below
-                log.exception("closing the servable wrapper of %s failed", self.path)
-        _close(model)
+        close_wrapped(servable, model)
 
     def servable(self) -> Any:
         return self._servable
-
-
-def _close(obj: Any) -> None:
-    close = getattr(obj, "close", None)
-    if callable(close):
-        close()
 
 
 def make_python_loader_factory(options: Any = None) -> Callable[[str, int, str], Loader]:

@@ -9,9 +9,31 @@ attempt when retries are on), ``servable()`` any number of times while loaded, t
 from __future__ import annotations
 
 import abc
+import logging
 from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+def close_wrapped(servable: Any, model: Any) -> None:
+    """Close a wrapper around ``model`` (batching's), then ``model``; either may lack ``close``.
+
+    Called by a loader's ``unload`` (or a failed ``load``) on a manager thread. A wrapper
+    that fails to close is logged and the model is still closed, so its resources come
+    back; the model's own error propagates. ``servable is model`` means no wrapper.
+    """
+    if servable is not model:
+        close = getattr(servable, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:
+                log.exception("closing the servable wrapper failed")
+    close = getattr(model, "close", None)
+    if callable(close):
+        close()
 
 
 class Loader(abc.ABC):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from servable.core.loader import Loader
+from servable.core.loader import Loader, close_wrapped
 from servable.core.status import Code, ServingError, failed_precondition, internal, invalid_argument, unavailable
 from servable.tf.signatures import (
     CLASSIFY_METHOD,
@@ -448,7 +448,7 @@ class SavedModelLoader(Loader):
                 )
                 log.info("warmup: replayed %d records for %s version %s", self.warmup_records, self.name, self.version)
         except BaseException:
-            _close(servable, model)
+            close_wrapped(servable, model)
             raise
         model.warmup_records = self.warmup_records
         self._model, self._servable = model, servable
@@ -457,7 +457,7 @@ class SavedModelLoader(Loader):
         servable, model = self._servable, self._model
         self._servable = self._model = None
         if servable is not None:
-            _close(servable, model)
+            close_wrapped(servable, model)
         del servable, model
         gc.collect()
 
@@ -465,16 +465,3 @@ class SavedModelLoader(Loader):
         if self._servable is None:
             raise RuntimeError("servable() called on a loader that is not loaded")
         return self._servable
-
-
-def _close(servable: Any, model: SavedModelServable | None) -> None:
-    """Close a wrapper (if it has ``close``) and the model it wraps."""
-    if servable is not model:
-        close = getattr(servable, "close", None)
-        if callable(close):
-            try:
-                close()
-            except Exception:
-                log.exception("closing the servable wrapper failed")
-    if model is not None:
-        model.close()
