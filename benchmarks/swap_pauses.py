@@ -82,12 +82,14 @@ def main(argv: list[str] | None = None) -> int:
                 thread = threading.Thread(target=client)
                 thread.start()
                 try:
-                    time.sleep(2)
+                    # Steady traffic before the first swap and after each: counted requests, not a clock.
+                    _wait(lambda: len(latencies) >= 500, 120, "steady-state requests")
                     for version in range(2, 2 + args.swaps):
                         shutil.copytree(tmp / "export", base / str(version))
                         _wait(lambda: tfs_version_states(rest_port, "mnist").get(version) == "AVAILABLE", 120, f"version {version}")
                         _wait(lambda: tfs_version_states(rest_port, "mnist").get(version - 1) == "END", 120, f"version {version - 1} unloaded")
-                        time.sleep(0.5)
+                        settled = len(latencies) + 100
+                        _wait(lambda: len(latencies) >= settled, 120, "requests after the swap")
                 finally:
                     stop.set()
                     thread.join()
