@@ -9,8 +9,8 @@ Contract: ``dense_numeric_value(body)`` returns a ``DenseNumeric`` only when its
 exactly what the reference reading (``orjson`` + ``json_tensor.fast_tensor``) would give:
 a JSON object with distinct keys, exactly one of "instances"/"inputs", holding a
 rectangular array of rank 1 or 2 of JSON numbers (simdjson's grammar is JSON's, as
-strict as orjson's), every other key a scalar, no ``true``/``false`` anywhere, no
-negative zero. Anything else returns None and the caller reads the body the ordinary
+strict as orjson's), every other key a scalar, no ``true``/``false`` anywhere (found
+by simdjson's types, not by a scan of the body), no negative zero. Anything else returns None and the caller reads the body the ordinary
 way, so every value, error and message stays the reference's. Pure; called from
 ``json_codec.parse_predict_request`` on the event loop or a worker thread (a parser per
 call: simdjson parsers are not shareable across threads).
@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import simdjson
 
-from servable.rest.json_tensor import mentions_bool
 
 # Smaller bodies parse fast enough the ordinary way; larger ones than the maximum are
 # rare and would make a parser hold that much memory.
@@ -45,7 +44,7 @@ class DenseNumeric:
 
 def dense_numeric_value(body: bytes) -> DenseNumeric | None:
     """The body's one dense numeric array, parsed; or None (see the module doc)."""
-    if not FAST_PATH_MIN_BYTES <= len(body) <= FAST_PATH_MAX_BYTES or mentions_bool(body):
+    if not FAST_PATH_MIN_BYTES <= len(body) <= FAST_PATH_MAX_BYTES:
         return None
     parser = simdjson.Parser()
     try:
@@ -72,8 +71,8 @@ def _read(doc: Any, body: bytes) -> DenseNumeric | None:
     for name in keys:
         if name != key:
             value = doc[name]
-            if isinstance(value, (simdjson.Object, simdjson.Array)):
-                return None
+            if isinstance(value, (simdjson.Object, simdjson.Array, bool)):
+                return None  # a boolean here, or one nested in a value: the reference decides
             rest[name] = value
     array = doc[key]
     if not isinstance(array, simdjson.Array) or len(array) == 0:
@@ -122,14 +121,18 @@ def _count_byte(body: bytes, byte: bytes) -> int:
 
 
 def _numbers(array: Any) -> np.ndarray | None:
-    """int64 when every element is an integer token (the reference reads ints), else float64."""
+    """int64 when every element is an integer token (the reference reads ints), else float64.
+
+    A ``true``/``false`` element is neither, so it sends the body to the reference. The
+    buffers ``as_buffer`` exports are copies that outlive the document: no second copy.
+    """
     try:
-        return np.frombuffer(array.as_buffer(of_type="i"), dtype=np.int64).copy()
+        return np.frombuffer(array.as_buffer(of_type="i"), dtype=np.int64)
     except TypeError:
         pass  # some element is not an integer: the float reading
     except ValueError:
         return None  # an integer beyond int64: the reference decides
     try:
-        return np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64).copy()
+        return np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64)
     except (TypeError, ValueError):
         return None
