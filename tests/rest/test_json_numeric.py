@@ -161,3 +161,20 @@ def test_rank_one_and_small_bodies() -> None:
     assert dense_numeric_value(body) is not None
     _same(body, Sig({"x": Info(DT_FLOAT)}))
     assert dense_numeric_value(b'{"instances": [[1.0, 2.0]]}') is None  # small: the ordinary path
+
+
+def test_booleans_found_by_type_send_the_body_to_the_reference() -> None:
+    rows = _big_rows().tolist()
+    plain = orjson.dumps({"instances": rows})
+    assert dense_numeric_value(plain) is not None
+    rows[3][7] = True
+    assert dense_numeric_value(orjson.dumps({"instances": rows})) is None
+    assert dense_numeric_value(orjson.dumps({"instances": _big_rows().tolist(), "flag": False})) is None
+
+
+def test_the_parsed_array_is_its_own_writable_buffer() -> None:
+    first = dense_numeric_value(orjson.dumps({"instances": _big_rows(seed=1).tolist()}))
+    second = dense_numeric_value(orjson.dumps({"instances": _big_rows(seed=2).tolist()}))
+    assert first is not None and second is not None
+    assert first.values.flags.writeable
+    np.testing.assert_array_equal(first.values, _big_rows(seed=1).astype(np.float64))
