@@ -11,9 +11,10 @@ a JSON object with distinct keys, exactly one of "instances"/"inputs", holding a
 rectangular array of rank 1 or 2 of JSON numbers (simdjson's grammar is JSON's, as
 strict as orjson's), every other key a scalar, no ``true``/``false`` anywhere (found
 by simdjson's types, not by a scan of the body), no negative zero. Anything else
-returns None and the caller reads the body the ordinary way, so every value, error and message stays the reference's. Pure; called from
-``json_codec.parse_predict_request`` on the event loop or a worker thread (a parser per
-call: simdjson parsers are not shareable across threads).
+returns None and the caller reads the body the ordinary way, so every value, error and
+message stays the reference's. Pure; called from ``json_codec.parse_predict_request``
+on the event loop or a worker thread (a parser per call: simdjson parsers are not
+shareable across threads).
 """
 
 from __future__ import annotations
