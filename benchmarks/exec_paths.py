@@ -5,8 +5,12 @@ Python with numpy in and numpy out, back to back on one thread (p50 and mean, µ
 two threads calling at once (throughput), for 1-row and 32-row inputs:
 
 - ``public``: ``loaded.signatures[key](images=tf.constant(x))`` then ``.numpy()``;
-- ``call_flat``: ``ConcreteFunction._call_flat`` (what ``_SignatureRunner`` does);
-- ``servable``: ``SavedModelServable.predict`` end to end (validation + call_flat + numpy);
+- ``call_flat``: ``ConcreteFunction._call_flat`` on TensorFlow's default executor;
+- ``call_flat_single_threaded``: the same on the ``SINGLE_THREADED_EXECUTOR`` (what
+  ``_SignatureRunner`` does, see ``servable.tf.function_executor``);
+- ``servable``: ``SavedModelServable.predict`` end to end (validation + call_flat + numpy),
+  single-threaded executor (the default); ``servable_default_executor``: the same with
+  ``--tensorflow_single_threaded_executor=false``;
 - ``tf_function``: a ``tf.function`` with a fixed ``input_signature`` around the signature;
 - ``session``: TF1 ``Session.make_callable`` on the same SavedModel (graph mode).
 
@@ -86,11 +90,17 @@ def child(model_dir: str, intra: int, inter: int, n: int, seconds: float) -> dic
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
+    from servable.tf import function_executor
+    from servable.tf.loaders import LoaderOptions
     from servable.tf.saved_model import SavedModelLoader
 
     loader = SavedModelLoader(model_dir)
     loader.load()
     servable = loader.servable()
+    default_loader = SavedModelLoader(model_dir, options=LoaderOptions(single_threaded_executor=False))
+    default_loader.load()
+    servable_default = default_loader.servable()
+    single = function_executor.SINGLE_THREADED
     function = servable.loaded.signatures["serving_default"]
     captured = function.captured_inputs
     wrapped = tf.function(
@@ -112,7 +122,10 @@ def child(model_dir: str, intra: int, inter: int, n: int, seconds: float) -> dic
         paths: dict[str, Callable[[], Any]] = {
             "public": lambda: function(images=tf.constant(x))["scores"].numpy(),
             "call_flat": lambda: function._call_flat([tf.constant(x)], captured)["scores"].numpy(),
+            "call_flat_single_threaded": lambda: function_executor.call_with(
+                single, lambda: function._call_flat([tf.constant(x)], captured)["scores"].numpy()),
             "servable": lambda: servable.predict("serving_default", {"images": x}),
+            "servable_default_executor": lambda: servable_default.predict("serving_default", {"images": x}),
             "tf_function": lambda: wrapped(tf.constant(x))["scores"].numpy(),
             "session": lambda: callable_(x),
         }
@@ -229,7 +242,7 @@ def main() -> None:
                 f"b{rows}: p50 {v['p50_us']:7.1f}us mean {v['mean_us']:7.1f}us 2thr {v['rows_per_s_2threads']:7d} rows/s"
                 for rows, v in by_rows.items()
             )
-            print(f"  {name:12s} {cells}", file=sys.stderr)
+            print(f"  {name:26s} {cells}", file=sys.stderr)
 
     params = os.path.join(work, "batching.pbtxt")
     with open(params, "w") as handle:

@@ -200,6 +200,11 @@ class Flags:
         "model calls handed to worker or batch threads).", kind=EXTENSION,
     )
     rest_api_address: str = _flag("0.0.0.0", "Address the HTTP/REST server binds.", kind=EXTENSION)
+    tensorflow_single_threaded_executor: bool = _flag(
+        True, "Run a SavedModel signature's ops on the calling thread (TensorFlow's SINGLE_THREADED_EXECUTOR; "
+        "ops still use the intra-op pool): no inter-op pool hand-offs per call. Graphs it refuses (loops, "
+        "map_fn) keep TensorFlow's default executor. false: the default executor always.", kind=EXTENSION,
+    )
     warmup_signatures_without_file: bool = _flag(
         True, "With --enable_model_warmup and no warmup file, call every signature once with made-up "
         "inputs before the version is AVAILABLE (so the first request is not slow). Turn off for "

@@ -39,6 +39,7 @@ class LoaderOptions:
     enable_per_model_batching_parameters: bool = False
     method_name_check: bool = False  # --enable_signature_method_name_check
     warmup_signatures_without_file: bool = True
+    single_threaded_executor: bool = True  # --tensorflow_single_threaded_executor
     wrap_servable: WrapServable | None = None
 
     @classmethod
@@ -57,6 +58,7 @@ class LoaderOptions:
             enable_per_model_batching_parameters=bool(getattr(flags, "enable_per_model_batching_parameters", False)),
             method_name_check=bool(getattr(flags, "enable_signature_method_name_check", False)),
             warmup_signatures_without_file=bool(getattr(flags, "warmup_signatures_without_file", True)),
+            single_threaded_executor=bool(getattr(flags, "tensorflow_single_threaded_executor", True)),
         )
 
 

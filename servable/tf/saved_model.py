@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from servable.core.loader import Loader, close_wrapped
 from servable.core.status import Code, ServingError, failed_precondition, internal, invalid_argument, unavailable
+from servable.tf import function_executor
 from servable.tf.signatures import (
     CLASSIFY_METHOD,
     PREDICT_METHOD,
@@ -107,11 +108,19 @@ def _to_numpy(value: Any) -> np.ndarray:
 # ---------------------------------------------------------------------- signature calls
 
 class _SignatureRunner:
-    """Calls one restored signature function with validated tensors; immutable, shared."""
+    """Calls one restored signature function with validated tensors; shared by all threads.
 
-    def __init__(self, function: Any, info: SignatureInfo) -> None:
+    With ``single_threaded`` the graph runs on TensorFlow's single-threaded executor
+    (``servable.tf.function_executor``: cheaper for small graphs). When that executor
+    refuses the graph (loops), the call is run again on the default one, which this
+    signature then keeps; that flag only ever goes from True to False, so threads racing
+    on it at worst each retry once.
+    """
+
+    def __init__(self, function: Any, info: SignatureInfo, *, single_threaded: bool = False) -> None:
         self.function = function
         self.info = info
+        self.single_threaded = single_threaded
         self._order: list[str] | None = None
         self._specs: dict[str, Any] = {}
         try:
@@ -142,6 +151,18 @@ class _SignatureRunner:
                     f"with the signature's shape {spec.shape.as_list() if spec.shape.rank is not None else 'unknown'}"
                 )
             tensors[alias] = tf.constant(array)
+        if self.single_threaded:
+            try:
+                return function_executor.call_with(function_executor.SINGLE_THREADED, self._call, tensors)
+            except tf.errors.FailedPreconditionError as error:
+                if not function_executor.unsupported_by_single_threaded(error):
+                    raise
+                self.single_threaded = False
+                log.info("signature %s runs on TensorFlow's default executor: %s", self.info.key,
+                         clean_tf_message(error.message).split(",")[0])
+        return self._call(tensors)
+
+    def _call(self, tensors: dict[str, Any]) -> Mapping[str, Any]:
         if self._order is not None:
             return self.function._call_flat([tensors[k] for k in self._order], self.function.captured_inputs)
         return self.function(**tensors)
@@ -156,6 +177,8 @@ class SavedModelServable:
     inputs and outputs have the classify/regress shape). When on, Classify/Regress on a
     signature of another method is INVALID_ARGUMENT and Predict on a signature whose
     method is none of predict/classify/regress is INTERNAL, with TF Serving's texts.
+    ``single_threaded_executor`` (``--tensorflow_single_threaded_executor``) runs each
+    signature on TensorFlow's single-threaded executor while its graph allows it.
     """
 
     def __init__(
@@ -165,6 +188,7 @@ class SavedModelServable:
         path: str = "",
         *,
         method_name_check: bool = False,
+        single_threaded_executor: bool = True,
     ) -> None:
         self.path = path
         self.warmup_records = 0  # set by the loader after warmup
@@ -177,7 +201,7 @@ class SavedModelServable:
         restored = getattr(loaded, "signatures", {})
         for key, info in self.signatures.items():
             if key in restored:
-                self._runners[key] = _SignatureRunner(restored[key], info)
+                self._runners[key] = _SignatureRunner(restored[key], info, single_threaded=single_threaded_executor)
 
     # -- protocol -------------------------------------------------------------------
 
@@ -431,7 +455,11 @@ class SavedModelLoader(Loader):
         except (OSError, ValueError, RuntimeError) as error:
             raise ServingError(Code.INVALID_ARGUMENT, f"Failed to load SavedModel at {self.path}: {error}") from None
         model = SavedModelServable(
-            loaded, model_signatures, self.path, method_name_check=self.options.method_name_check
+            loaded,
+            model_signatures,
+            self.path,
+            method_name_check=self.options.method_name_check,
+            single_threaded_executor=self.options.single_threaded_executor,
         )
         servable: Any = model
         try:
