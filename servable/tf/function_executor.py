@@ -25,7 +25,9 @@ any op runs, so the caller can run the same call again on the default executor
 
 The executor is a per-thread setting of TensorFlow's eager context: ``call_with`` sets it
 around one call and restores it, so other TensorFlow code on the same thread (a Python
-model, a test) never inherits it. Called from request, batch, warmup and load threads.
+model, a test) never inherits it. It sets the attribute the public
+``tf.experimental.function_executor_type`` context manager sets, without that manager's
+copy of the options per call. Called from request, batch, warmup and load threads.
 """
 
 from __future__ import annotations
