@@ -137,7 +137,7 @@ def test_a_model_error_is_the_models_and_keeps_the_single_threaded_executor(cont
         with pytest.raises(ServingError) as raised:
             servable.predict("pairs", {"x": np.array([1.0, 2.0, 3.0], np.float32)})
         assert raised.value.code == Code.INVALID_ARGUMENT
-        assert "reshape" in raised.value.message.lower() or "Input to reshape" in raised.value.message
+        assert "reshape" in raised.value.message.lower()
         assert servable._runner("pairs").single_threaded
     finally:
         loader.unload()
