@@ -169,13 +169,13 @@ class PythonModelLoader(Loader):
 
     Each version gets its own module object, so two versions of the same file coexist.
     Load errors (a missing file, an exception in ``load``) fail the version with their
-    message; the previous version keeps serving. ``wrap(model, path)``, when given
+    message; the previous version keeps serving. ``wrap(model, path, name)``, when given
     (``LoaderOptions.wrap_servable``: batching with ``--enable_batching``), returns the
     object to serve instead, as for a SavedModel; ``unload`` closes it before the model.
     """
 
     def __init__(
-        self, path: str, name: str = "", version: int = 0, wrap: Callable[[Any, str], Any] | None = None
+        self, path: str, name: str = "", version: int = 0, wrap: Callable[[Any, str, str], Any] | None = None
     ) -> None:
         self.path = path
         self.name = name
@@ -218,7 +218,7 @@ class PythonModelLoader(Loader):
         if not hasattr(model, "signatures") or not hasattr(model, "predict"):
             raise invalid_argument(f"load() in {entry} returned {type(model).__name__}, which lacks signatures/predict")
         try:
-            servable = self.wrap(model, self.path) if self.wrap is not None else model
+            servable = self.wrap(model, self.path, self.name) if self.wrap is not None else model
         except BaseException:
             close_wrapped(model, model)
             raise

@@ -160,12 +160,13 @@ def _batching(flags: Any, loader_options: Any) -> Any:
     observers = BatchObservers()
     per_model = bool(getattr(flags, "enable_per_model_batching_parameters", False))
 
-    def wrap(servable: Any, version_path: str) -> Any:
+    def wrap(servable: Any, version_path: str, model_name: str) -> Any:
         version_params = params
         candidate = os.path.join(version_path, "batching_params.pbtxt")
         if per_model and os.path.isfile(candidate):
             version_params = load_batching_parameters(candidate)
-        name = os.path.basename(os.path.dirname(os.path.abspath(version_path)))
+        # The served model's name (the config's or --model_name), not its base path's folder.
+        name = model_name or os.path.basename(os.path.dirname(os.path.abspath(version_path)))
         try:
             version = int(os.path.basename(os.path.abspath(version_path)))
         except ValueError:

@@ -115,7 +115,7 @@ def test_wrapper_is_served_and_closed_before_the_model(tmp_path):
             events.append("wrapper")
             raise RuntimeError("wrapper close failed")
 
-    loader = PythonModelLoader(str(tmp_path), "doubler", 1, wrap=lambda model, path: Wrapper(model))
+    loader = PythonModelLoader(str(tmp_path), "doubler", 1, wrap=lambda model, path, name: Wrapper(model))
     loader.load()
     served = loader.servable()
     assert isinstance(served, Wrapper)

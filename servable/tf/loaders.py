@@ -18,7 +18,7 @@ from servable.core.loader import Loader
 
 log = logging.getLogger(__name__)
 
-WrapServable = Callable[[Any, str], Any]
+WrapServable = Callable[[Any, str, str], Any]
 
 
 @dataclass
@@ -26,7 +26,7 @@ class LoaderOptions:
     """SavedModel loading options; field names follow TF Serving's flags.
 
     ``intra_op``/``inter_op`` of 0 leave TensorFlow's defaults. ``wrap_servable(servable,
-    version_path)`` returns the object to serve instead (same protocol); it runs before
+    version_path, model_name)`` returns the object to serve instead (same protocol); it runs before
     warmup so warmup also primes the wrapper.
     """
 

@@ -464,7 +464,7 @@ class SavedModelLoader(Loader):
         servable: Any = model
         try:
             if self.options.wrap_servable is not None:
-                servable = self.options.wrap_servable(model, self.path)
+                servable = self.options.wrap_servable(model, self.path, self.name)
             if self.options.enable_model_warmup:
                 sizes = getattr(servable, "warmup_batch_sizes", None)
                 self.warmup_records = run_warmup(

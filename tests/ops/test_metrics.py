@@ -24,7 +24,8 @@ PATH = "/metrics/custom"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, half_plus_two_export):
     root = tmp_path_factory.mktemp("metrics")
-    copy_version(half_plus_two_export, str(root / "default"), 1)
+    # The base path's folder is not named after the model: every metric carries the model's name.
+    copy_version(half_plus_two_export, str(root / "exported_hpt"), 1)
     monitoring = root / "monitoring.txt"
     monitoring.write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
     batching = root / "batching.txt"
@@ -32,7 +33,7 @@ def server(tmp_path_factory, half_plus_two_export):
                         "num_batch_threads { value: 2 }\n")
     flags = parse_flags([
         f"--port={free_port()}", f"--rest_api_port={free_port()}", "--grpc_address=127.0.0.1",
-        "--rest_api_address=127.0.0.1", "--model_name=default", f"--model_base_path={root / 'default'}",
+        "--rest_api_address=127.0.0.1", "--model_name=default", f"--model_base_path={root / 'exported_hpt'}",
         f"--monitoring_config_file={monitoring}", "--enable_batching",
         f"--batching_parameters_file={batching}",
     ])

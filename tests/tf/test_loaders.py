@@ -120,8 +120,11 @@ class Wrapper:
 def test_wrap_hook_runs_before_warmup_and_is_closed(half_plus_two_export):
     wrappers: list[Wrapper] = []
 
-    def wrap(servable, path):
+    names: list[str] = []
+
+    def wrap(servable, path, name):
         wrappers.append(Wrapper(servable, path))
+        names.append(name)
         return wrappers[-1]
 
     loader = make_loader_factory(options=LoaderOptions(wrap_servable=wrap))("m", 1, half_plus_two_export)
@@ -129,6 +132,7 @@ def test_wrap_hook_runs_before_warmup_and_is_closed(half_plus_two_export):
     (wrapper,) = wrappers
     assert loader.servable() is wrapper
     assert wrapper.path == half_plus_two_export
+    assert names == ["m"]  # the served model's name, whatever its base path's folder is called
     assert wrapper.predicts > 0  # no warmup file: made-up inputs went through the wrapper
     loader.unload()
     assert wrapper.closed
