@@ -26,8 +26,9 @@ class LoaderOptions:
     """SavedModel loading options; field names follow TF Serving's flags.
 
     ``intra_op``/``inter_op`` of 0 leave TensorFlow's defaults. ``wrap_servable(servable,
-    version_path, model_name)`` returns the object to serve instead (same protocol); it runs before
-    warmup so warmup also primes the wrapper.
+    version_path, model_name)`` returns the object to serve instead (same protocol); it
+    runs before warmup so warmup also primes the wrapper. ``model_name`` is the served
+    model's name, which labels the wrapper's metrics (the base path's folder may differ).
     """
 
     enable_model_warmup: bool = True
