@@ -27,7 +27,9 @@ When a batch is ready (TF Serving's rules first):
   sit out the window when waiting cannot help: (a) the queue holds one lone task and no
   batch of this queue is running (an idle model: dispatch at once); (b) no task arrived
   for a quiet period of twice the queue's smoothed inter-arrival gap (clamped to
-  [100 us, timeout]), i.e. the queue has stopped growing. Under load the threads are
+  [100 us, timeout]), i.e. the queue has stopped growing. Only gaps between tasks that
+  joined a non-empty queue are smoothed: the gap before the first task of a batch spans
+  the previous batch's run, not the arrival rate. Under load the threads are
   busy, tasks accumulate, and batches fill as in TF Serving.
 """
 
@@ -208,7 +210,17 @@ class BatchQueue:
     # -- called with the scheduler lock held ---------------------------------------
 
     def _record_arrival(self, now: float) -> None:
-        if self._last_arrival is not None:
+        """Note an arrival; the gap since the previous one counts only while a batch forms.
+
+        Why: the quiet rule asks whether the batch being formed has stopped growing, so it
+        needs the gaps between the tasks that make up one batch. A task finding the queue
+        empty follows a gap that spans the previous batch's run (its closed-loop client
+        was waiting for that very batch); counted, such gaps grow the smoothed gap, every
+        batch then waits out a longer quiet spell, the next gap grows again, and with a
+        long window a few closed-loop clients got 60 % fewer answers per second
+        (``benchmarks/grpc_modes.py``, docs/performance.md).
+        """
+        if self._last_arrival is not None and self._tasks:
             gap = min(now - self._last_arrival, self._timeout)
             self._gap_ewma = gap if self._gap_ewma is None else (
                 (1 - _EWMA_WEIGHT) * self._gap_ewma + _EWMA_WEIGHT * gap

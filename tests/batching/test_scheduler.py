@@ -161,6 +161,30 @@ def test_lone_task_does_not_wait_out_the_window(scheduler: BatchScheduler) -> No
         assert time.monotonic() - start < 0.25
 
 
+def test_the_wait_for_a_running_batch_is_not_an_arrival_gap(scheduler: BatchScheduler) -> None:
+    """A closed-loop client's next task follows the batch it waited for; that gap must not
+    lengthen the quiet spell every later batch waits out."""
+    order: list = []
+    gates = [threading.Event(), threading.Event()]
+
+    def process(tasks: list[Task]) -> list:
+        order.append([t.payload for t in tasks])
+        gates[min(len(order), 2) - 1].wait(10)
+        return [t.payload for t in tasks]
+
+    queue = scheduler.register_queue("q", BatchingParameters(max_batch_size=8, batch_timeout_micros=2_000_000), process)
+    first = queue.submit("first", 1)  # idle queue: runs at once
+    wait_until(lambda: order, 5)
+    forming = [queue.submit("a", 1), queue.submit("b", 1)]  # back to back: a tiny gap
+    time.sleep(0.1)  # the running batch takes a while
+    gates[0].set()
+    wait_until(lambda: len(order) == 2, 5)  # ["a", "b"] runs once quiet
+    late = queue.submit("after the wait", 1)  # lands on an empty queue, 100 ms after "b"
+    gates[1].set()
+    assert [f.result(5) for f in [first, *forming, late]] == ["first", "a", "b", "after the wait"]
+    assert queue._gap_ewma is not None and queue._gap_ewma < 0.01  # counted, it would be >= 20 ms
+
+
 def test_without_eager_dispatch_the_window_is_waited() -> None:
     sched = BatchScheduler(1, eager_when_idle=False)
     try:
