@@ -214,6 +214,11 @@ class ModelServer:
             handle_signals=False,
             shutdown_timeout=max(self.settings.shutdown_grace_s, 0.1),
             auto_decompress=False,  # the REST handler decodes gzip itself (TF Serving's rules)
+            # aiohttp pauses reading a connection once 2 x read_bufsize bytes wait (64 KiB by
+            # default): a 483 KB :predict body then arrives in pause/resume steps. With 1 MiB it
+            # streams in one go: body read p50 0.48-0.51 -> 0.41-0.42 ms, two interleaved pairs of
+            # benchmarks/rest_phases.py (docs/performance.md).
+            read_bufsize=1 << 20,
         )
         await runner.setup()
         tls = self.settings.grpc.ssl if self.settings.rest_tls else None
