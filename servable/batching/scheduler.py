@@ -217,8 +217,8 @@ class BatchQueue:
         empty follows a gap that spans the previous batch's run (its closed-loop client
         was waiting for that very batch); counted, such gaps grow the smoothed gap, every
         batch then waits out a longer quiet spell, the next gap grows again, and with a
-        long window a few closed-loop clients got 60 % fewer answers per second
-        (``benchmarks/grpc_modes.py``, docs/performance.md).
+        long window four closed-loop clients got up to 60 % fewer answers per second than
+        with a 1 ms one (docs/performance.md, "Long windows and a few closed-loop clients").
         """
         if self._last_arrival is not None and self._tasks:
             gap = min(now - self._last_arrival, self._timeout)
