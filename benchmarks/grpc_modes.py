@@ -47,6 +47,7 @@ VARIANTS = {
     "threads+zero-cost model": ["--grpc_server_mode=threads"],
     "asyncio+batching+zero-cost model": ["--grpc_server_mode=asyncio", "--enable_batching"],
     "threads+batching+worker-process model": ["--grpc_server_mode=threads", "--enable_batching"],
+    "asyncio+batching+worker-process model": ["--grpc_server_mode=asyncio", "--enable_batching"],
     "threads+default executor": ["--grpc_server_mode=threads", "--tensorflow_single_threaded_executor=false"],
     "asyncio+batching+default executor": ["--grpc_server_mode=asyncio", "--enable_batching",
                                           "--tensorflow_single_threaded_executor=false"],

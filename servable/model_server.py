@@ -61,6 +61,7 @@ class ServerSettings:
     model_config_file_poll_wait_seconds: float = 0
     on_ready: Callable[["ModelServer"], None] | None = None
     batch_scheduler: Any = None  # servable.batching.BatchScheduler shared by every model (--enable_batching)
+    model_process: Any = None  # servable.tf.worker.ModelProcess (--tensorflow_worker_process), closed last
     batch_observers: Any = None  # settings.BatchObservers: batches reported to metrics
     rest_tls: bool = False  # --rest_api_enable_ssl: REST serves HTTPS with grpc.ssl (the --ssl_config_file)
 
@@ -254,6 +255,8 @@ class ModelServer:
         await asyncio.to_thread(self.core.stop, grace)
         if self.settings.batch_scheduler is not None:
             await asyncio.to_thread(self.settings.batch_scheduler.stop, 5.0)
+        if self.settings.model_process is not None:
+            await asyncio.to_thread(self.settings.model_process.close)
         self.service.shutdown(wait=False)
         log.info("shutdown complete")
 

@@ -95,6 +95,13 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
     from servable.tf.loaders import LoaderOptions
 
     loader_options = LoaderOptions.from_flags(flags)
+    if getattr(flags, "tensorflow_worker_process", False):
+        from servable.tf.worker import ModelProcess
+
+        loader_options.model_process = ModelProcess(
+            intra_op=loader_options.intra_op, inter_op=loader_options.inter_op,
+            log_level=str(getattr(flags, "log_level", "info")),
+        )
     batch_scheduler, batch_observers = _batching(flags, loader_options)
     tags = tuple(tag.strip() for tag in flags.saved_model_tags.split(",") if tag.strip())
     settings = ServerSettings(
@@ -111,6 +118,7 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
         model_config_file=flags.model_config_file,
         rest_tls=bool(getattr(flags, "rest_api_enable_ssl", False)),
         batch_scheduler=batch_scheduler,
+        model_process=loader_options.model_process,
         batch_observers=batch_observers,
         model_config_file_poll_wait_seconds=float(flags.model_config_file_poll_wait_seconds),
     )

@@ -205,6 +205,12 @@ class Flags:
         "ops still use the intra-op pool): no inter-op pool hand-offs per call. Graphs it refuses (loops, "
         "map_fn) keep TensorFlow's default executor. false: the default executor always.", kind=EXTENSION,
     )
+    tensorflow_worker_process: bool = _flag(
+        False, "Load SavedModels and run their signatures in one model worker process (started at the "
+        "first load) instead of in the server process: TensorFlow's Python dispatch then no longer "
+        "takes the GIL from the server's event loop. Pays off with many concurrent small requests "
+        "(--grpc_server_mode=asyncio --enable_batching); see docs/performance.md.", kind=EXTENSION,
+    )
     warmup_signatures_without_file: bool = _flag(
         True, "With --enable_model_warmup and no warmup file, call every signature once with made-up "
         "inputs before the version is AVAILABLE (so the first request is not slow). Turn off for "

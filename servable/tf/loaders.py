@@ -29,6 +29,8 @@ class LoaderOptions:
     version_path, model_name)`` returns the object to serve instead (same protocol); it
     runs before warmup so warmup also primes the wrapper. ``model_name`` is the served
     model's name, which labels the wrapper's metrics (the base path's folder may differ).
+    With ``model_process`` set, SavedModels are loaded and called in that worker process
+    (``servable.tf.worker``); the wrapper and warmup still run here, in front of it.
     """
 
     enable_model_warmup: bool = True
@@ -42,6 +44,7 @@ class LoaderOptions:
     warmup_signatures_without_file: bool = True
     single_threaded_executor: bool = True  # --tensorflow_single_threaded_executor
     wrap_servable: WrapServable | None = None
+    model_process: Any = None  # servable.tf.worker.ModelProcess (--tensorflow_worker_process)
 
     @classmethod
     def from_flags(cls, flags: Any) -> "LoaderOptions":

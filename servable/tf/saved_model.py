@@ -399,6 +399,35 @@ def _describe(info: SignatureInfo) -> str:
 
 # ---------------------------------------------------------------------- loader
 
+def open_saved_model(
+    path: str,
+    tags: Sequence[str],
+    model_signatures: ModelSignatures,
+    *,
+    method_name_check: bool = False,
+    single_threaded_executor: bool = True,
+) -> SavedModelServable:
+    """``tf.saved_model.load`` one version folder into a ``SavedModelServable``.
+
+    Called by ``SavedModelLoader.load`` (in the server process) and by the model worker
+    process (``servable.tf.worker.main``), on a thread that may block for the load's
+    duration. Load failures become ``ServingError``s a status answer can carry.
+    """
+    try:
+        loaded = tf.saved_model.load(path, tags=list(tags))
+    except tf.errors.OpError as error:
+        raise serving_error_from_tf(error) from None
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ServingError(Code.INVALID_ARGUMENT, f"Failed to load SavedModel at {path}: {error}") from None
+    return SavedModelServable(
+        loaded,
+        model_signatures,
+        path,
+        method_name_check=method_name_check,
+        single_threaded_executor=single_threaded_executor,
+    )
+
+
 def estimate_path_bytes(path: str) -> int:
     """TF Serving's estimate: total size of the files under ``path`` times 1.2."""
     total = 0
@@ -439,7 +468,7 @@ class SavedModelLoader(Loader):
         self.version = version
         self.warmup_records = 0
         self._servable: Any = None
-        self._model: SavedModelServable | None = None
+        self._model: Any = None  # SavedModelServable, or its proxy in the model worker process
 
     def estimate_resources(self) -> int:
         return estimate_path_bytes(self.path)
@@ -448,19 +477,19 @@ class SavedModelLoader(Loader):
         from servable.tf.warmup import run_warmup
 
         model_signatures = read_signatures(self.path, self.tags)
-        try:
-            loaded = tf.saved_model.load(self.path, tags=list(self.tags))
-        except tf.errors.OpError as error:
-            raise serving_error_from_tf(error) from None
-        except (OSError, ValueError, RuntimeError) as error:
-            raise ServingError(Code.INVALID_ARGUMENT, f"Failed to load SavedModel at {self.path}: {error}") from None
-        model = SavedModelServable(
-            loaded,
-            model_signatures,
-            self.path,
-            method_name_check=self.options.method_name_check,
-            single_threaded_executor=self.options.single_threaded_executor,
-        )
+        model: Any
+        if self.options.model_process is not None:  # --tensorflow_worker_process
+            model = self.options.model_process.load(
+                self.path, self.tags, model_signatures,
+                method_name_check=self.options.method_name_check,
+                single_threaded_executor=self.options.single_threaded_executor,
+            )
+        else:
+            model = open_saved_model(
+                self.path, self.tags, model_signatures,
+                method_name_check=self.options.method_name_check,
+                single_threaded_executor=self.options.single_threaded_executor,
+            )
         servable: Any = model
         try:
             if self.options.wrap_servable is not None:

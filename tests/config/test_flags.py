@@ -73,6 +73,7 @@ EXTENSION_DEFAULTS = {
     "grpc_server_mode": "threads",
     "rest_api_address": "0.0.0.0",
     "tensorflow_single_threaded_executor": True,
+    "tensorflow_worker_process": False,
     "grpc_max_message_bytes": 0,  # TF Serving's INT32_MAX
     "rest_api_max_body_bytes": 256 * 1024 * 1024,
     "file_system_settle_seconds": 0.1,

@@ -26,14 +26,25 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tests.serverutil import copy_version, model, running_server
 
 
-@pytest.fixture(scope="module", params=["threads", "asyncio"])
+@pytest.fixture(scope="module", params=["threads", "asyncio", "asyncio+worker process"])
 def server(request, tmp_path_factory, half_plus_two_export, half_plus_three_export):
-    """Both gRPC front doors (``--grpc_server_mode``) answer every test the same."""
+    """Both gRPC front doors (``--grpc_server_mode``) answer every test the same, and so
+    do SavedModels run in the model worker process (``--tensorflow_worker_process``)."""
+    from servable.server import default_loader_factories
+    from servable.tf.loaders import LoaderOptions
+    from servable.tf.worker import ModelProcess
+
     root = tmp_path_factory.mktemp("grpc_models")
     copy_version(half_plus_two_export, str(root / "default"), "00000123")
     copy_version(half_plus_three_export, str(root / "half_plus_three"), 1)
     models = [model("default", root / "default"), model("half_plus_three", root / "half_plus_three")]
-    with running_server(models, rest=False, grpc_server_mode=request.param) as srv:
+    mode, _, worker = request.param.partition("+")
+    extra = {}
+    if worker:
+        process = ModelProcess()
+        extra = {"model_process": process,
+                 "loader_factories": default_loader_factories(options=LoaderOptions(model_process=process))}
+    with running_server(models, rest=False, grpc_server_mode=mode, **extra) as srv:
         yield srv
 
 
