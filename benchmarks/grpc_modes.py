@@ -14,7 +14,8 @@ The ``zero-cost model`` variants serve, under the same name and signature, a Pyt
 own request path (routing, batching, metrics, log lines) costs with the model taken away,
 i.e. the ceiling any model can reach through it. The ``worker-process model`` variant
 serves the same MLP run in a worker process (``benchmarks/peers/worker_process_model.py``):
-threads against processes for the model call. Batching variants use the suite's parameters
+threads against processes for the model call, as the ``worker process`` variants do with
+``--tensorflow_worker_process`` (the server's own worker). Batching variants use the suite's parameters
 (``max_batch_size`` 64, a 1 ms window, one batch thread), except ``20 ms window``.
 """
 
@@ -48,6 +49,11 @@ VARIANTS = {
     "asyncio+batching+zero-cost model": ["--grpc_server_mode=asyncio", "--enable_batching"],
     "threads+batching+worker-process model": ["--grpc_server_mode=threads", "--enable_batching"],
     "asyncio+batching+worker-process model": ["--grpc_server_mode=asyncio", "--enable_batching"],
+    "threads+worker process": ["--grpc_server_mode=threads", "--tensorflow_worker_process"],
+    "threads+batching+worker process": ["--grpc_server_mode=threads", "--enable_batching",
+                                        "--tensorflow_worker_process"],
+    "asyncio+batching+worker process": ["--grpc_server_mode=asyncio", "--enable_batching",
+                                        "--tensorflow_worker_process"],
     "threads+default executor": ["--grpc_server_mode=threads", "--tensorflow_single_threaded_executor=false"],
     "asyncio+batching+default executor": ["--grpc_server_mode=asyncio", "--enable_batching",
                                           "--tensorflow_single_threaded_executor=false"],

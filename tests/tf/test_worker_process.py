@@ -3,7 +3,8 @@
 The full gRPC API through the worker is covered by ``tests/grpc_api`` (its server
 fixture has a worker-process variant); these tests cover what only the worker has: the
 wire format, the process's lifecycle (started at the first load, versions loaded and
-freed in it, stopped with the server, gone when the server is killed) and a dead worker.
+freed in it, stopped with the server, gone when the server is killed) and a dead worker
+(UNAVAILABLE, then a new worker with the same versions).
 """
 
 from __future__ import annotations
@@ -146,25 +147,38 @@ def test_versions_load_batch_and_unload_in_the_worker_process(tmp_path, mlp_base
     wait_until(lambda: not _alive(worker_pid), timeout=30, message="worker stopped with the server")
 
 
-def test_a_dead_worker_answers_unavailable_and_the_server_keeps_serving(mlp_base) -> None:
+def test_a_dead_worker_answers_unavailable_then_is_restarted_with_its_versions(mlp_base) -> None:
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
     argv = ["--model_name=mlp", f"--model_base_path={mlp_base}", "--tensorflow_worker_process=true"]
     with flag_server(argv, wait_for={"mlp": 1}) as server:
-        worker_pid = _model_process(server).pid
-        os.kill(worker_pid, signal.SIGKILL)
-        wait_until(lambda: not _alive(worker_pid), timeout=30, message="worker killed")
+        process = _model_process(server)
+        first_pid = process.pid
+        os.kill(first_pid, signal.SIGKILL)
+        wait_until(lambda: not _alive(first_pid), timeout=30, message="worker killed")
         channel, stub = stub_for(server)
-        request = predict_request("mlp", {"images": np.zeros((1, 784), np.float32)})
-        for _ in range(2):  # the call that finds it dead, and a later one
-            with pytest.raises(grpc.RpcError) as info:
-                stub.Predict(request, timeout=30)
-            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert "model worker process" in info.value.details()
+        images = np.random.default_rng(2).random((2, 784), dtype=np.float32)
+        request = predict_request("mlp", {"images": images})
+        with pytest.raises(grpc.RpcError) as info:  # the call that finds it dead
+            stub.Predict(request, timeout=30)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "model worker process" in info.value.details()
         status_request = get_model_status_pb2.GetModelStatusRequest()
         status_request.model_spec.name = "mlp"
         status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=10)
         assert [s.version for s in status.model_version_status] == [1]
+
+        def answered() -> list[np.ndarray] | None:
+            try:
+                return [_scores(stub.Predict(request, timeout=30))]
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+                return None
+
+        [scores] = wait_until(answered, timeout=90, interval=0.1, message="served again by a new worker")
+        np.testing.assert_allclose(scores, mlp_reference(images), rtol=1e-4, atol=1e-6)
+        assert process.pid not in (None, first_pid) and process.restarts == 1
+        assert process.call("ping")["models"] == 1
         channel.close()
 
 

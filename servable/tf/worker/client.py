@@ -11,9 +11,13 @@ call borrows an idle channel (a new socket pair when none is idle), so the worke
 concurrent calls on as many of its threads. A call blocks its thread in a socket read,
 which releases the GIL.
 
-If the worker dies, every call in flight and every later one raises UNAVAILABLE naming
-its exit status; the versions it held stay listed until the next reload or restart,
-since their folders are still valid (``docs/performance.md``, "A model worker process").
+If the worker dies (a crash, the kernel's OOM killer), the calls in flight raise
+UNAVAILABLE naming its exit status, and a restart thread starts a new worker and loads
+again every version the old one held; until it is done, calls answer UNAVAILABLE at once
+(a status clients retry). Versions stay AVAILABLE meanwhile: their folders are as valid
+as before. Restarts back off (0.5 s doubling to 30 s) while workers keep dying young, so
+a model that crashes the worker cannot make it spin (``docs/performance.md``, "A model
+worker process").
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, Sequence
 
 from servable.core.status import Code, ServingError, unavailable
@@ -33,6 +38,8 @@ from servable.tf.worker.wire import Channel, ChannelClosed
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 300.0
+RESTART_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+HEALTHY_LIFETIME_S = 60.0  # a worker that lived this long resets the restart back-off
 
 
 class ModelProcess:
@@ -40,13 +47,19 @@ class ModelProcess:
 
     def __init__(self, *, intra_op: int = 0, inter_op: int = 0, log_level: str = "info") -> None:
         self._argv_options = ["--intra-op", str(intra_op), "--inter-op", str(inter_op), "--log-level", log_level]
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # state: process, channels, loads
+        self._start_lock = threading.Lock()  # one start at a time
+        self._atexit_registered = False
         self._process: subprocess.Popen | None = None
         self._control: socket.socket | None = None
         self._idle: list[Channel] = []
         self._ids = itertools.count(1)
         self._closed = False
-        self._dead_reason = ""
+        self._loads: dict[int, tuple] = {}  # model_id -> load arguments, replayed after a restart
+        self._started_at = 0.0
+        self._restarting = False
+        self._quick_deaths = 0
+        self.restarts = 0
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -55,12 +68,17 @@ class ModelProcess:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        """Start the worker and wait until it has imported TensorFlow (idempotent)."""
-        with self._lock:
-            if self._closed:
-                raise unavailable("the model worker process has been shut down")
-            if self._process is not None:
-                return
+        """Start the worker and wait until it has imported TensorFlow (idempotent).
+
+        Only ``_start_lock`` is held while the worker starts, so calls meanwhile fail
+        fast with UNAVAILABLE instead of queueing behind a TensorFlow import.
+        """
+        with self._start_lock:
+            with self._lock:
+                if self._closed:
+                    raise unavailable("the model worker process has been shut down")
+                if self._process is not None:
+                    return
             ours, theirs = socket.socketpair()
             command = [sys.executable, "-m", "servable.tf.worker.main", "--control-fd", str(theirs.fileno()),
                        *self._argv_options]
@@ -74,14 +92,22 @@ class ModelProcess:
                 ready = ours.recv(16)
             except OSError:
                 ready = b""
-            if ready != b"ready":
+            with self._lock:
+                closed = self._closed
+                if ready == b"ready" and not closed:
+                    ours.settimeout(None)
+                    self._process, self._control = process, ours
+                    self._started_at = time.monotonic()
+            if ready != b"ready" or closed:
                 process.kill()
                 process.wait()
                 ours.close()
+                if closed:
+                    raise unavailable("the model worker process has been shut down")
                 raise unavailable(f"the model worker process did not start (exit status {process.returncode})")
-            ours.settimeout(None)
-            self._process, self._control = process, ours
-            atexit.register(self.close)
+            if not self._atexit_registered:
+                atexit.register(self.close)
+                self._atexit_registered = True
             log.info("model worker process %d started", process.pid)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -123,18 +149,35 @@ class ModelProcess:
     def load(self, path: str, tags: Sequence[str], model_signatures: Any, *, method_name_check: bool = False,
              single_threaded_executor: bool = True) -> "RemoteSavedModel":
         """Load a version folder in the worker; the proxy to serve in its place."""
-        self.start()
+        if not self._restarting:
+            self.start()
         model_id = next(self._ids)
-        self.call("load", model_id, path, tuple(tags), method_name_check, single_threaded_executor)
+        arguments = (path, tuple(tags), method_name_check, single_threaded_executor)
+        self.call("load", model_id, *arguments)
+        with self._lock:
+            self._loads[model_id] = arguments
         return RemoteSavedModel(self, model_id, model_signatures, path)
+
+    def unload(self, model_id: int) -> None:
+        """Free a version in the worker; nothing to free in a dead or restarting one."""
+        with self._lock:
+            self._loads.pop(model_id, None)
+        try:
+            self.call("unload", model_id)
+        except ServingError as error:
+            if error.code != Code.UNAVAILABLE:
+                raise
 
     def _borrow(self) -> Channel:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
             control = self._control
-            if control is None or self._closed:
-                raise unavailable("the model worker process is not running")
+            if self._closed:
+                raise unavailable("the model worker process has been shut down")
+            if control is None:
+                raise unavailable("the model worker process is restarting; retry shortly"
+                                  if self._restarting else "the model worker process is not running")
             ours, theirs = socket.socketpair()
             try:
                 socket.send_fds(control, [b"c"], [theirs.fileno()])
@@ -153,14 +196,60 @@ class ModelProcess:
                 self._idle.append(channel)
 
     def _died(self) -> ServingError:
-        process = self._process
-        status = process.poll() if process is not None else None
-        if not self._dead_reason and status is not None:
-            self._dead_reason = f"exit status {status}"
-            log.error("the model worker process %d exited (%s); restart the server to serve its models",
-                      process.pid, self._dead_reason)
-        reason = self._dead_reason or "its channel closed"
-        return unavailable(f"the model worker process is gone ({reason}); the server must be restarted")
+        """A channel broke: the worker is dead (or dying). Start the restart once."""
+        with self._lock:
+            process, control, idle = self._process, self._control, self._idle
+            if process is None or self._closed:
+                return unavailable("the model worker process is restarting; retry shortly")
+            self._process = self._control = None
+            self._idle = []
+            self._restarting = True
+            lived = time.monotonic() - self._started_at
+            self._quick_deaths = 0 if lived >= HEALTHY_LIFETIME_S else self._quick_deaths + 1
+        for channel in idle:
+            channel.close()
+        if control is not None:
+            control.close()
+        try:
+            status = process.wait(1.0)
+        except subprocess.TimeoutExpired:  # a broken channel in a live worker: replace it too
+            process.kill()
+            status = process.wait()
+        log.error("the model worker process %d exited (status %s); restarting it and loading its %d "
+                  "version(s) again", process.pid, status, len(self._loads))
+        threading.Thread(target=self._restart, name="model-worker-restart", daemon=True).start()
+        return unavailable(f"the model worker process exited (status {status}); it is being restarted")
+
+    def _restart(self) -> None:
+        """Start a new worker and load every version again (restart thread)."""
+        attempt = self._quick_deaths
+        while True:
+            time.sleep(RESTART_DELAYS_S[min(max(attempt - 1, 0), len(RESTART_DELAYS_S) - 1)] if attempt else 0.0)
+            if self._closed:
+                return
+            try:
+                self.start()
+            except ServingError as error:
+                log.error("model worker restart failed: %s", error.message)
+                attempt += 1
+                continue
+            break
+        with self._lock:
+            loads = list(self._loads.items())
+        reloaded = 0
+        for model_id, arguments in loads:
+            try:
+                self.call("load", model_id, *arguments)
+                reloaded += 1
+            except ServingError as error:
+                log.error("model worker restart: %s could not be loaded again: %s", arguments[0], error.message)
+                if self._process is None:
+                    return  # died again: that death started the next restart
+        with self._lock:
+            self.restarts += 1
+            self._restarting = False
+        log.info("model worker process %s restarted; %d of %d version(s) loaded again", self.pid, reloaded,
+                 len(loads))
 
 
 class RemoteSavedModel:
@@ -193,8 +282,4 @@ class RemoteSavedModel:
 
     def close(self) -> None:
         """Unload in the worker (the loader's ``unload()``); a dead worker has nothing to free."""
-        try:
-            self._process.call("unload", self._model_id)
-        except ServingError as error:
-            if error.code != Code.UNAVAILABLE:
-                raise
+        self._process.unload(self._model_id)
