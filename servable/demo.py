@@ -46,7 +46,7 @@ def usage_hint(grpc_port: int, rest_port: int) -> str:
         f"Serving the demo model '{DEMO_MODEL_NAME}' (y = 0.5 * x + 2).\n"
         f"  REST: curl -d '{{\"instances\": [1.0, 2.0, 5.0]}}' "
         f"http://localhost:{rest_port}/v1/models/{DEMO_MODEL_NAME}:predict\n"
-        f"        -> {{\"predictions\": [2.5, 3.0, 4.5]}}\n"
+        f"        -> {{\"predictions\":[2.5,3.0,4.5]}}\n"
         f"  gRPC: localhost:{grpc_port}, tensorflow.serving.PredictionService/Predict, "
         f"model_spec.name='{DEMO_MODEL_NAME}', input 'x'\n"
         "Serve your own model with --model_name=NAME --model_base_path=/abs/path/NAME "

@@ -2,8 +2,10 @@
 
 Parses TF Serving's flags (``--name=value``), builds the model list (``--model_config_file``,
 or ``--model_name``/``--model_base_path``, or the built-in demo model when neither is
-given) and runs ``ModelServer`` until SIGTERM/SIGINT. Exit codes: 0 after a clean or
-graceful shutdown, 2 for bad flags, 1 for a bad config file or a failed start.
+given) and runs ``ModelServer`` until SIGTERM/SIGINT. Exit codes, as TF Serving's: 0 after
+a clean or graceful shutdown (and for ``--help``, ``--version``), 255 (TF Serving's -1) for
+a flag value it refuses, a bad config file or a failed start. Unknown arguments are
+printed ("unknown argument: ...") and ignored, as TF Serving does.
 """
 
 from __future__ import annotations
@@ -51,15 +53,20 @@ def _configure_logging(level: str) -> Callable[[], None]:
     return request_log.defer_request_lines()
 
 
+EXIT_FAILURE = 255  # TF Serving's main returns -1 for refused flags and failed starts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from servable.config.flags import FlagError, parse_flags, usage
+    from servable.config.flags import FlagError, parse_flags, unknown_argument_hint, usage
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         flags = parse_flags(args)
     except FlagError as error:
         print(f"servable: {error}\nRun with --help to list the flags.", file=sys.stderr)
-        return 2
+        return EXIT_FAILURE
+    for arg in flags.unknown_arguments:
+        print(unknown_argument_hint(arg), file=sys.stderr)
     if flags.help:
         print(usage())
         return 0
@@ -94,7 +101,7 @@ def _serve(flags: Any) -> int:
         settings, demo = settings_from_flags(flags)
     except SettingsError as error:
         print(f"Failed to start server. Error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     from servable.model_server import ModelServer
 
     if demo:
@@ -114,10 +121,10 @@ def _serve(flags: Any) -> int:
         return 0
     except ServingError as error:  # the initial config refused (duplicate names, labels...)
         print(f"Failed to start server. Error: {error.status_text()}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     except (OSError, RuntimeError) as error:  # a port taken, an address that cannot be bound
         print(f"Failed to start server. Error: {_bind_error_text(error, settings)}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
 
 
 def _freeze_startup_objects(settings: Any) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from servable.grpc_api.server import GrpcOptions
 from servable.model_server import ServerSettings
 from servable.serving.server_core import CoreOptions
+
+log = logging.getLogger(__name__)
 
 
 class SettingsError(Exception):
@@ -29,10 +32,6 @@ def check_server_options(flags: Any) -> None:
     """
     if flags.port == 0 and not flags.grpc_socket_path:
         raise SettingsError("At least one of server_options.grpc_port or server_options.grpc_socket_path must be set.")
-    if flags.rest_api_port and flags.rest_api_port == flags.port:
-        raise SettingsError(
-            f"--rest_api_port={flags.rest_api_port} is also the gRPC --port: the HTTP/REST API needs a port of its own"
-        )
     given = getattr(flags, "given", frozenset())
     if "model_name" in given and not flags.model_base_path and not flags.model_config_file:
         raise SettingsError("Both server_options.model_base_path and server_options.model_config_file are empty!")
@@ -91,6 +90,13 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
     rest_port = flags.rest_api_port if flags.rest_api_port > 0 else None
     if demo and rest_port is None:
         rest_port = 8501
+    if rest_port is not None and rest_port == flags.port:
+        # TF Serving's server.cc logs this and serves gRPC only.
+        log.error(
+            "server_options.http_port cannot be same as grpc_port. Please use a different port for "
+            "HTTP/REST API. Skipped exporting HTTP/REST API. (--rest_api_port=%d is also --port)", rest_port
+        )
+        rest_port = None
     from servable.server import default_loader_factories
     from servable.tf.loaders import LoaderOptions
 

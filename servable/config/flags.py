@@ -11,7 +11,10 @@ listed separately by ``usage()``.
 Syntax (absl / TensorFlow flags): ``--name=value`` or ``--name value`` (one dash works
 too); booleans as ``--flag``, ``--flag=true|false|1|0|yes|no``, ``--noflag``. A flag
 given twice keeps the last value. Errors raise ``FlagError`` with a message meant for
-the operator: ``Unknown command line flag 'x'``, or one naming the flag and the value.
+the operator, naming the flag and the value. Arguments that are no flag of ours (an
+unknown name, a positional word) are kept in ``Flags.unknown_arguments``: TF Serving
+prints "unknown argument" for them and keeps running, and so does ``servable.server``,
+so a command line written for a newer TF Serving still starts.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ EXTENSION = "extension"  # a servable flag TF Serving does not have
 
 
 class FlagError(Exception):
-    """A command line TF Serving would refuse (``main`` prints it and exits 2)."""
+    """A command line TF Serving would refuse (``main`` prints it and exits 255, as TF Serving)."""
 
 
 def _schedulable_cpus() -> int:
@@ -322,29 +325,34 @@ def _convert(spec: FlagSpec, raw: str) -> Any:
     return raw
 
 
-def _unknown(name: str) -> FlagError:
-    message = f"Unknown command line flag '{name}'"
-    close = difflib.get_close_matches(name.replace("-", "_"), list(FLAG_SPECS), n=1, cutoff=0.8)
+def unknown_argument_hint(arg: str) -> str:
+    """The line ``servable.server`` prints for an argument it ignores (TF Serving's text, plus a hint)."""
+    message = f"unknown argument: {arg}"
+    name = arg.lstrip("-").partition("=")[0]
+    close = difflib.get_close_matches(name.replace("-", "_"), list(FLAG_SPECS), n=1, cutoff=0.8) if name else []
     if close:
-        message += f". Did you mean '--{close[0]}'?"
-    return FlagError(message)
+        message += f" (did you mean --{close[0]}?)"
+    return message + "; ignored, as TF Serving does"
 
 
 def parse_flags(argv: Sequence[str]) -> Flags:
     """Parse ``argv`` (without the program name) into ``Flags``; raise ``FlagError`` if refused.
 
-    Called by ``servable.server.main`` (main thread, once). Positional arguments are
-    refused: TF Serving prints "unknown argument" for them and carries on, which hides
-    typos such as ``--enable_batching false``.
+    Called by ``servable.server.main`` (main thread, once). Unknown names and positional
+    words land in ``unknown_arguments`` (see the module doc). A boolean flag followed by
+    a separate value (``--enable_batching false``) is refused instead: TF Serving would
+    turn batching on and ignore "false", the opposite of what was written.
     """
     values: dict[str, Any] = {}
+    unknown: list[str] = []
     args = list(argv)
     index = 0
     while index < len(args):
         arg = args[index]
         index += 1
         if arg == "--" or not arg.startswith("-") or arg == "-":
-            raise FlagError(f"Unexpected argument '{arg}': flags are written --name=value")
+            unknown.append(arg)
+            continue
         body = arg[2:] if arg.startswith("--") else arg[1:]
         name, has_value, raw = body.partition("=")
         name = _ALIASES.get(name, name)
@@ -354,7 +362,8 @@ def parse_flags(argv: Sequence[str]) -> Flags:
             if base is not None and base in FLAG_SPECS and FLAG_SPECS[base].type is bool and not has_value:
                 values[base] = False
                 continue
-            raise _unknown(name)
+            unknown.append(arg)
+            continue
         if spec.type is bool:
             if has_value:
                 values[name] = _convert(spec, raw)
@@ -373,6 +382,7 @@ def parse_flags(argv: Sequence[str]) -> Flags:
         values[name] = _convert(spec, raw)
     flags = Flags(**values)
     flags.given = frozenset(values)  # which flags the command line set (not a TF Serving flag)
+    flags.unknown_arguments = tuple(unknown)  # printed and ignored by servable.server.main
     check_flags(flags)
     return flags
 

@@ -24,35 +24,88 @@ def test_help_prints_usage() -> None:
     assert "[accepted, no effect]" in result.stdout
 
 
-def test_unknown_flag_exits_2() -> None:
-    result = _run("--bogus")
-    assert result.returncode == 2
-    assert "Unknown command line flag 'bogus'" in result.stderr
+def test_unknown_arguments_are_printed_and_ignored_as_tf_serving_does() -> None:
+    result = _run("--bogus_flag=1", "--model-base-path=/m", "stray", "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("TensorFlow ModelServer: ")
+    assert result.stderr.splitlines() == [
+        "unknown argument: --bogus_flag=1; ignored, as TF Serving does",
+        "unknown argument: --model-base-path=/m (did you mean --model_base_path?); ignored, as TF Serving does",
+        "unknown argument: stray; ignored, as TF Serving does",
+    ]
+
+
+def test_refused_flag_values_exit_255_as_tf_serving() -> None:
+    result = _run("--port=abc")
+    assert result.returncode == 255
+    assert "Illegal value 'abc' for flag 'port': expected an integer" in result.stderr
 
 
 def _last_line(result: subprocess.CompletedProcess[str]) -> str:
     return result.stderr.strip().splitlines()[-1]
 
 
-def test_refused_flag_combinations_exit_1_with_tf_servings_texts() -> None:
+def test_refused_flag_combinations_exit_255_with_tf_servings_texts() -> None:
     result = _run("--port=0")
-    assert result.returncode == 1
+    assert result.returncode == 255
     assert _last_line(result) == (
         "Failed to start server. Error: At least one of server_options.grpc_port or "
         "server_options.grpc_socket_path must be set."
     )
     result = _run("--port=18123", "--model_name=mine")  # a model name alone is not the demo
-    assert result.returncode == 1
+    assert result.returncode == 255
     assert _last_line(result) == (
         "Failed to start server. Error: Both server_options.model_base_path and "
         "server_options.model_config_file are empty!"
     )
-    result = _run("--port=18124", "--rest_api_port=18124")
-    assert result.returncode == 1
-    assert "the HTTP/REST API needs a port of its own" in _last_line(result)
 
 
-def test_taken_ports_exit_1_naming_the_port_without_a_traceback(half_plus_two_export, tmp_path) -> None:
+def test_rest_port_equal_to_grpc_port_serves_grpc_only_and_ignores_unknown_flags(half_plus_two_export, tmp_path) -> None:
+    """TF Serving logs an error, skips REST and keeps serving gRPC; unknown flags are only printed."""
+    import shutil
+
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    from tests.conftest import free_port, wait_until
+
+    base = tmp_path / "m"
+    shutil.copytree(half_plus_two_export, base / "1")
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "w") as err:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "servable.server", f"--port={port}", f"--rest_api_port={port}",
+             "--grpc_address=127.0.0.1", "--model_name=m", f"--model_base_path={base}", "--bogus_flag=1"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True,
+        )
+    try:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "m"
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+
+            def available() -> bool:
+                try:
+                    states = stub.GetModelStatus(request, timeout=2).model_version_status
+                except grpc.RpcError:
+                    return False
+                return [s.state for s in states] == [get_model_status_pb2.ModelVersionStatus.AVAILABLE]
+
+            wait_until(lambda: child.poll() is not None or available(), timeout=90)
+            assert child.poll() is None, log.read_text()
+    finally:
+        child.terminate()
+        assert child.wait(timeout=60) == 0
+    text = log.read_text()
+    assert "unknown argument: --bogus_flag=1; ignored, as TF Serving does" in text
+    assert (
+        "server_options.http_port cannot be same as grpc_port. Please use a different port for HTTP/REST API. "
+        "Skipped exporting HTTP/REST API." in text
+    )
+
+
+def test_taken_ports_exit_255_naming_the_port_without_a_traceback(half_plus_two_export, tmp_path) -> None:
     import shutil
     import socket
 
@@ -74,7 +127,7 @@ def test_taken_ports_exit_1_naming_the_port_without_a_traceback(half_plus_two_ex
         ]
         for child, (_args, door) in zip(children, cases):
             _out, err = child.communicate(timeout=60)
-            assert child.returncode == 1, err
+            assert child.returncode == 255, err
             assert err.strip().splitlines()[-1].startswith(f"Failed to start server. Error: cannot serve {door}: ")
             assert "Traceback" not in err
 
@@ -85,3 +138,43 @@ def test_version_prints_tf_servings_two_lines() -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith("TensorFlow ModelServer: servable-")
     assert lines[1] == "TensorFlow Library: 2.21.0"
+
+
+def test_demo_answers_the_readme_example_byte_for_byte(tmp_path) -> None:
+    """No model flags: the demo is exported into the cache and answers the README's curl as shown."""
+    import re
+    import urllib.request
+
+    from tests.conftest import free_port, wait_until
+
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    match = re.search(r"curl -d '([^']+)' http://localhost:8501(/v1/models/\w+:predict)\n# (.+)\n", readme)
+    assert match, "README.md no longer shows the demo's curl command and its answer"
+    body, path, shown = match.groups()
+    grpc_port, rest_port = free_port(), free_port()
+    log = tmp_path / "server.log"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    with open(log, "w") as err:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "servable.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+             "--grpc_address=127.0.0.1", "--rest_api_address=127.0.0.1"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
+        )
+    url = f"http://127.0.0.1:{rest_port}{path}"
+
+    def answer() -> bytes | None:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=body.encode()), timeout=5) as reply:
+                return reply.read()
+        except OSError:
+            return None
+
+    try:
+        got = wait_until(lambda: child.poll() is not None or answer(), timeout=120)
+        assert child.poll() is None, log.read_text()
+        assert got == shown.encode()
+    finally:
+        child.terminate()
+        assert child.wait(timeout=60) == 0
+    assert f"-> {shown}" in log.read_text()  # the start-up banner shows the same answer
+    assert (tmp_path / "cache" / "servable" / "demo" / "half_plus_two" / "1" / "saved_model.pb").exists()

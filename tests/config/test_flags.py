@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from servable.config.flags import EXTENSION, FLAG_SPECS, NO_EFFECT, FlagError, Flags, parse_flags, usage
+from servable.config.flags import EXTENSION, FLAG_SPECS, NO_EFFECT, FlagError, Flags, parse_flags, unknown_argument_hint, usage
 
 CPUS = len(os.sched_getaffinity(0))
 
@@ -170,20 +170,23 @@ def test_grpc_server_mode_values() -> None:
         parse_flags(["--grpc_server_mode=fast"])
 
 
-def test_unknown_flag() -> None:
-    with pytest.raises(FlagError) as info:
-        parse_flags(["--bogus=1"])
-    assert str(info.value) == "Unknown command line flag 'bogus'"
+def test_unknown_arguments_are_kept_apart_not_refused() -> None:
+    flags = parse_flags(["--bogus=1", "--port=9000", "positional", "--", "-x"])
+    assert flags.unknown_arguments == ("--bogus=1", "positional", "--", "-x")
+    assert flags.port == 9000
+    assert parse_flags(["--port=9000"]).unknown_arguments == ()
 
 
-def test_unknown_flag_suggests_the_close_name() -> None:
-    with pytest.raises(FlagError, match=r"^Unknown command line flag 'model-base-path'\. Did you mean '--model_base_path'\?"):
-        parse_flags(["--model-base-path=/m"])
+def test_unknown_argument_hint_suggests_the_close_name() -> None:
+    assert unknown_argument_hint("--model-base-path=/m") == (
+        "unknown argument: --model-base-path=/m (did you mean --model_base_path?); ignored, as TF Serving does"
+    )
+    assert unknown_argument_hint("stray") == "unknown argument: stray; ignored, as TF Serving does"
 
 
 def test_no_prefix_only_for_booleans() -> None:
-    with pytest.raises(FlagError, match="Unknown command line flag 'noport'"):
-        parse_flags(["--noport"])
+    assert parse_flags(["--noport"]).unknown_arguments == ("--noport",)
+    assert parse_flags(["--noenable_batching"]).enable_batching is False
 
 
 @pytest.mark.parametrize(
@@ -197,7 +200,6 @@ def test_no_prefix_only_for_booleans() -> None:
         (["--enable_batching=maybe"], "Illegal value 'maybe' for boolean flag 'enable_batching'"),
         (["--model_name"], "Missing value for flag 'model_name'"),
         (["--enable_batching", "false"], "write --enable_batching=false"),
-        (["positional"], "Unexpected argument 'positional'"),
         (["--log_level=loud"], "Illegal value 'loud' for flag 'log_level'"),
         (["--shutdown_grace_period_seconds=-1"], "'shutdown_grace_period_seconds': must not be negative"),
     ],
