@@ -132,9 +132,13 @@ def settings_from_flags(flags: Any) -> tuple[ServerSettings, bool]:
 
 
 def _rest_options(flags: Any) -> Any:
+    """The REST door's options; a bad ``--monitoring_config_file`` is a failed start, no traceback."""
     from servable.rest.app import RestOptions
 
-    return RestOptions.from_flags(flags, limits=input_limits(flags))
+    try:
+        return RestOptions.from_flags(flags, limits=input_limits(flags))
+    except Exception as error:  # ConfigError carries TF Serving's "Invalid protobuf file" text
+        raise SettingsError(_status_text(error)) from error
 
 
 def input_limits(flags: Any) -> Any:
@@ -155,8 +159,11 @@ def _batching(flags: Any, loader_options: Any) -> Any:
     """With ``--enable_batching``: one shared scheduler, and a wrapper around every version.
 
     ``--batching_parameters_file`` gives the parameters (TF Serving's defaults without
-    it); with ``--enable_per_model_batching_parameters`` a version folder's
-    ``batching_params.pbtxt`` overrides them for that version. Returns the scheduler and the observers of its batches (None without batching).
+    it). With ``--enable_per_model_batching_parameters`` only versions whose folder holds a
+    ``batching_params.pbtxt`` are batched, with that file's parameters; the global file
+    then only sizes the shared batch threads, and a version without the file is served
+    unbatched (TF Serving's ``GetPerModelBatchingParams``). Returns the scheduler and the
+    observers of its batches (None without batching).
     """
     if not getattr(flags, "enable_batching", False):
         return None, None
@@ -176,8 +183,10 @@ def _batching(flags: Any, loader_options: Any) -> Any:
 
     def wrap(servable: Any, version_path: str, model_name: str) -> Any:
         version_params = params
-        candidate = os.path.join(version_path, "batching_params.pbtxt")
-        if per_model and os.path.isfile(candidate):
+        if per_model:
+            candidate = os.path.join(version_path, "batching_params.pbtxt")
+            if not os.path.isfile(candidate):
+                return servable
             version_params = load_batching_parameters(candidate)
         # The served model's name (the config's or --model_name), not its base path's folder.
         name = model_name or os.path.basename(os.path.dirname(os.path.abspath(version_path)))

@@ -48,15 +48,21 @@ class LoaderOptions:
 
     @classmethod
     def from_flags(cls, flags: Any) -> "LoaderOptions":
-        """Read TF Serving's flag attributes from a parsed-flags object (missing -> default)."""
+        """Read TF Serving's flag attributes from a parsed-flags object (missing -> default).
+
+        ``--tensorflow_session_parallelism`` sizes both TensorFlow pools, as in TF
+        Serving's server.cc; the intra/inter-op flags, when given, take precedence
+        (``check_flags`` refuses all three at once).
+        """
         defaults = cls()
+        session = int(getattr(flags, "tensorflow_session_parallelism", 0) or 0)
         return cls(
             enable_model_warmup=bool(getattr(flags, "enable_model_warmup", defaults.enable_model_warmup)),
             num_request_iterations_for_warmup=int(
                 getattr(flags, "num_request_iterations_for_warmup", defaults.num_request_iterations_for_warmup)
             ),
-            intra_op=int(getattr(flags, "tensorflow_intra_op_parallelism", 0) or 0),
-            inter_op=int(getattr(flags, "tensorflow_inter_op_parallelism", 0) or 0),
+            intra_op=int(getattr(flags, "tensorflow_intra_op_parallelism", 0) or 0) or max(session, 0),
+            inter_op=int(getattr(flags, "tensorflow_inter_op_parallelism", 0) or 0) or max(session, 0),
             enable_batching=bool(getattr(flags, "enable_batching", False)),
             batching_parameters_file=str(getattr(flags, "batching_parameters_file", "") or ""),
             enable_per_model_batching_parameters=bool(getattr(flags, "enable_per_model_batching_parameters", False)),

@@ -78,15 +78,17 @@ def array_dtype_enum(array: np.ndarray) -> int:
 
 
 _TRACEBACK_BLOCK = re.compile(r"Detected at node .*? defined at \(most recent call last\):\n(?:[ \t].*\n|\n)*")
-_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
+_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\](?:\s*name:[^\n]*)?\s*$")
+_FUNCTION_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*")
 
 
 def clean_tf_message(message: str) -> str:
     """Strip the Python-side decoration TF adds to runtime errors (creation tracebacks,
-    "Graph execution error:", "[Op:...]"), leaving the runtime's own text, as TF Serving
-    reports it."""
+    "Graph execution error:", "{{function_node ...}}", "[Op:...] name: ..."), leaving the
+    runtime's own text, as TF Serving reports it."""
     message = re.sub(r"^Graph execution error:\s*", "", message)
     message = _TRACEBACK_BLOCK.sub("", message)
+    message = _FUNCTION_NODE.sub("", message)
     message = message.replace("<stack traces unavailable>", "")
     return _OP_SUFFIX.sub("", message).strip()
 

@@ -220,6 +220,9 @@ def _queue_tasks(server, model: str) -> int:
 
 
 def test_per_model_batching_params_file(tmp_path, mlp_export) -> None:
+    """Only versions with their own batching_params.pbtxt are batched (TF Serving's rule)."""
+    from servable.core.ids import ServableRequest
+
     loose, strict = str(tmp_path / "loose"), str(tmp_path / "strict")
     place_version(mlp_export, loose, 1)
     place_version(mlp_export, strict, 1, params="max_batch_size { value: 2 }\nbatch_timeout_micros { value: 0 }\n")
@@ -230,7 +233,8 @@ def test_per_model_batching_params_file(tmp_path, mlp_export) -> None:
         f'  config {{ name: "strict" base_path: "{strict}" model_platform: "tensorflow" }}\n'
         "}\n"
     )
-    params = write_params(tmp_path, "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 0 }\n")
+    # The global file's max_batch_size would refuse 3 rows: "loose", with no file of its own, is not batched.
+    params = write_params(tmp_path, "max_batch_size { value: 2 }\nbatch_timeout_micros { value: 0 }\n")
     argv = [f"--model_config_file={config}", "--enable_batching", f"--batching_parameters_file={params}",
             "--enable_per_model_batching_parameters"]
     with flag_server(argv, wait_for={"loose": 1, "strict": 1}) as server:
@@ -238,6 +242,9 @@ def test_per_model_batching_params_file(tmp_path, mlp_export) -> None:
         images = _images(300, 3)
         scores = _scores(stub.Predict(predict_request("loose", {"images": images}), timeout=30))
         np.testing.assert_allclose(scores, mlp_reference(images), rtol=1e-4, atol=1e-6)
+        for name, batched in (("loose", False), ("strict", True)):
+            with server.core.manager.get_handle(ServableRequest.latest(name)) as handle:
+                assert (getattr(handle.servable, "predict_submit", None) is not None) is batched, name
         with pytest.raises(grpc.RpcError) as error:
             stub.Predict(predict_request("strict", {"images": images}), timeout=30)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT

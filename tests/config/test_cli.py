@@ -60,6 +60,16 @@ def test_refused_flag_combinations_exit_255_with_tf_servings_texts() -> None:
     )
 
 
+def test_bad_monitoring_config_is_a_failed_start_without_a_traceback(tmp_path) -> None:
+    config = tmp_path / "monitoring.config"
+    config.write_text("prometheus_config { enabled: true }\n")  # the field is "enable"
+    result = _run("--port=18125", "--model_name=m", f"--model_base_path={tmp_path}", f"--monitoring_config_file={config}")
+    assert result.returncode == 255, result.stderr
+    assert _last_line(result).startswith("Failed to start server. Error: ")
+    assert "Invalid protobuf file" in _last_line(result)
+    assert "Traceback" not in result.stderr
+
+
 def test_rest_port_equal_to_grpc_port_serves_grpc_only_and_ignores_unknown_flags(half_plus_two_export, tmp_path) -> None:
     """TF Serving logs an error, skips REST and keeps serving gRPC; unknown flags are only printed."""
     import shutil

@@ -31,6 +31,18 @@ def test_options_from_flags_reads_tf_serving_flag_names():
     assert LoaderOptions.from_flags(types.SimpleNamespace()) == LoaderOptions()
 
 
+def test_session_parallelism_sizes_both_pools_unless_one_is_given():
+    from servable.config.flags import parse_flags
+
+    options = LoaderOptions.from_flags(parse_flags(["--tensorflow_session_parallelism=3"]))
+    assert (options.intra_op, options.inter_op) == (3, 3)
+    options = LoaderOptions.from_flags(
+        parse_flags(["--tensorflow_session_parallelism=3", "--tensorflow_intra_op_parallelism=1"])
+    )
+    assert (options.intra_op, options.inter_op) == (1, 3)
+    assert (LoaderOptions.from_flags(parse_flags([])).intra_op, LoaderOptions.from_flags(parse_flags([])).inter_op) == (0, 0)
+
+
 def test_factory_builds_loaders_that_serve(half_plus_two_export):
     factory = make_loader_factory(("serve",), LoaderOptions(enable_model_warmup=False))
     loader = factory("half_plus_two", 1, half_plus_two_export)

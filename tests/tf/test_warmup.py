@@ -141,6 +141,19 @@ def test_corrupt_file_is_data_loss(export, half_plus_two):
         run_warmup(half_plus_two, export)
     assert raised.value.code == Code.DATA_LOSS
     assert raised.value.message.endswith("Please verify your warmup data is in TFRecord format.")
+    # The record reader's own text, without TensorFlow's Python-side decoration.
+    assert "{{function_node" not in raised.value.message and "[Op:" not in raised.value.message
+    assert "name:" not in raised.value.message
+
+
+def test_clean_tf_message_strips_function_node_and_op_name_decoration():
+    from servable.tf.saved_model import clean_tf_message
+
+    assert clean_tf_message(
+        "{{function_node __wrapped__IteratorGetNext_output_types_1_device_/job:localhost/replica:0/task:0/device:CPU:0}}"
+        " corrupted record at 0 (Is this even a TFRecord file?) [Op:IteratorGetNext] name: "
+    ) == "corrupted record at 0 (Is this even a TFRecord file?)"
+    assert clean_tf_message("Graph execution error:\n\nbad input [Op:__inference_f_12]") == "bad input"
 
 
 def test_without_file_every_signature_that_accepts_made_up_inputs_is_called(export, half_plus_two, caplog):
