@@ -102,6 +102,30 @@ def test_manifests_wire_probes_budget_and_autoscaling() -> None:
     assert docs["Service"]["spec"]["selector"] == selector
 
 
+def test_the_scraped_metrics_path_is_the_one_the_server_is_configured_to_serve(tmp_path) -> None:
+    """The pod annotations point Prometheus at the page --monitoring_config_file turns on."""
+    from servable.config.monitoring import load_monitoring_config
+
+    docs = [doc for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text()) if doc]
+    [deployment] = [doc for doc in docs if doc["kind"] == "Deployment"]
+    template = deployment["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    [server] = template["spec"]["containers"]
+    [flag] = [arg for arg in server["args"] if arg.startswith("--monitoring_config_file=")]
+    config_path = Path(flag.partition("=")[2])
+    [mount] = [m for m in server["volumeMounts"] if Path(m["mountPath"]) == config_path.parent]
+    [volume] = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
+    [config_map] = [doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == volume["configMap"]["name"]]
+    local = tmp_path / config_path.name
+    local.write_text(config_map["data"][config_path.name])
+    monitoring = load_monitoring_config(str(local))
+    assert monitoring.enable
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == monitoring.path
+    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    assert int(annotations["prometheus.io/port"]) == ports["http"]
+
+
 def _status(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
