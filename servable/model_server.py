@@ -86,6 +86,8 @@ class ModelServer:
         self.core = ServerCore(settings.core, settings.loader_factories)
         self.core.monitor.subscribe(self._on_state)
         self._batch_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        # TF Serving labels batching_session:queuing_latency by the shared scheduler's pool.
+        self._thread_pool_name = str(getattr(settings.batch_scheduler, "thread_pool_name", "") or "batch_threads")
         if settings.batch_observers is not None:
             settings.batch_observers.callbacks.append(self._on_batch)
         self.service = ServingService(
@@ -102,7 +104,7 @@ class ModelServer:
         self._started = threading.Event()
         self._startup_error: BaseException | None = None
         self._config_watcher: Any = None
-        self._loading_since: dict[Any, float] = {}
+        self._loading_since: dict[Any, tuple[float, str]] = {}  # id -> (LOADING time, version path)
 
     # -- state changes -------------------------------------------------------------------
 
@@ -111,24 +113,39 @@ class ModelServer:
         self.metrics.model_state.labels(state.id.name, str(state.id.version)).set(int(state.state.value))
         name = state.state.name
         if name == "LOADING":
-            self._loading_since[state.id] = time.monotonic()
+            self._loading_since[state.id] = (time.monotonic(), self._version_path(state.id))
         else:
-            started = self._loading_since.pop(state.id, None)
-            if started is not None and name == "AVAILABLE":
-                self.metrics.model_load_seconds.labels(state.id.name).observe(time.monotonic() - started)
-        if name == "AVAILABLE":
-            self._record_warmup(state.id)
+            loading = self._loading_since.pop(state.id, None)
+            if loading is not None:
+                started, model_path = loading
+                if name == "AVAILABLE":
+                    seconds = time.monotonic() - started
+                    self.metrics.model_load_seconds.labels(state.id.name).observe(seconds)
+                    self.metrics.observe_model_load(model_path, True, seconds)
+                    self._record_warmup(state.id, model_path)
+                elif state.error is not None:
+                    self.metrics.observe_model_load(model_path, False)
         if state.error is not None:
             log.warning("model %s version %s: %s (%s: %s)", state.id.name, state.id.version, state.state.name,
                         state.error.code.name, state.error.message)
         else:
             log.info("model %s version %s: %s (%s)", state.id.name, state.id.version, state.state.name, state.reason)
 
-    def _record_warmup(self, servable_id: Any) -> None:
-        """Count the warmup records a version replayed (``servable_model_warmup_records``).
+    def _version_path(self, servable_id: Any) -> str:
+        """The version folder, ``<base_path>/<version>`` (TF's ``model_path`` label: the export dir)."""
+        model = self.core.models.get(servable_id.name)
+        base = getattr(model, "base_path", "") or ""
+        return os.path.join(base, str(servable_id.version)) if base else str(servable_id.version)
+
+    def _record_warmup(self, servable_id: Any, model_path: str) -> None:
+        """Count the warmup records a version replayed (``servable_model_warmup_records`` and
+        ``:tensorflow:serving:model_warmup_records_read``; ``model_warmup_latency`` when the
+        servable reports ``warmup_seconds``).
 
         Called on the manager thread that published AVAILABLE; the version is already
         routable, so a handle is taken on it to read ``warmup_records`` (0 when absent).
+        Only records read from a warmup file count (synthetic warmup reports 0), as in TF
+        Serving; a failed warmup fails the load and is counted by load_attempt_count only.
         """
         from servable.core.ids import ServableRequest
         from servable.core.status import ServingError
@@ -136,10 +153,13 @@ class ModelServer:
         try:
             with self.core.manager.get_handle(ServableRequest.specific(servable_id.name, servable_id.version)) as handle:
                 records = int(getattr(handle.servable, "warmup_records", 0) or 0)
+                seconds = getattr(handle.servable, "warmup_seconds", None)
         except ServingError:  # unloaded again already
             return
         if records:
             self.metrics.warmup_records.labels(servable_id.name, "OK").inc(records)
+        if records or seconds is not None:
+            self.metrics.observe_warmup(model_path, records, float(seconds) if seconds is not None else None)
 
     def _on_batch(self, queue_id: Any, batch_size: int, padded_size: int, queue_seconds: float) -> None:
         """A batch ran (batch thread): record its padded size and queue time."""
@@ -150,6 +170,7 @@ class ModelServer:
             self._batch_children[labels] = children
         children[0].observe(padded_size)
         children[1].observe(queue_seconds)
+        self.metrics.observe_batch(self._thread_pool_name, queue_seconds)
 
     def is_ready(self) -> bool:
         return not self.shutting_down and self.core.is_ready()
@@ -231,10 +252,9 @@ class ModelServer:
         self._rest_runner = runner
         sockets = site._server.sockets if site._server is not None else []  # noqa: SLF001 (port 0 in tests)
         self.rest_port = sockets[0].getsockname()[1] if sockets else self.settings.rest_port
-        log.info(
-            "Exporting HTTP/REST API at:%s:%s%s ...", self.settings.rest_address, self.rest_port,
-            " (HTTPS)" if ssl_context is not None else "",
-        )
+        # TF Serving's line, which test harnesses wait for: "localhost" when bound to every address.
+        shown = "localhost" if self.settings.rest_address in ("0.0.0.0", "::", "") else self.settings.rest_address
+        log.info("Exporting HTTP/REST API at:%s:%s%s ...", shown, self.rest_port, " (HTTPS)" if ssl_context is not None else "")
 
     async def _shutdown(self) -> None:
         grace = self.settings.shutdown_grace_s

@@ -175,7 +175,11 @@ def parse_batching_parameters(
         detail = str(err)
         if line is not None and detail.startswith(f"{line}:{column} : "):
             detail = detail[len(f"{line}:{column} : ") :]
-        raise invalid_argument(f"Invalid BatchingParameters text proto at {where}: {detail}") from None
+        # TF Serving's two diagnostics first, as for the model config file (config/errors.py).
+        raise invalid_argument(
+            f"Invalid protobuf file: '{source}': Error parsing text-format {proto.DESCRIPTOR.full_name}: "
+            f"{line}:{column}: {detail} (at {where})"
+        ) from None
     try:
         return BatchingParameters.from_proto(proto, thread_pool_name=thread_pool_name)
     except ServingError as err:

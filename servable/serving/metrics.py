@@ -29,6 +29,8 @@ def _exponential(start: float, factor: float, count: int) -> list[float]:
 LATENCY_BUCKETS_US = _exponential(10.0, 1.8, 33)
 # TF Serving: request_example_counts buckets 1, 2, 4, ... 16384.
 EXAMPLE_COUNT_BUCKETS = [float(2**i) for i in range(15)]
+# TF Serving: batching_session queuing_latency buckets exponential(100 us, x1.2, 52).
+QUEUING_LATENCY_BUCKETS_US = _exponential(100.0, 1.2, 52)
 
 
 class _Histogram:
@@ -70,6 +72,13 @@ class ServingMetrics:
         self._runtime_latency: dict[tuple[str, str], _Histogram] = {}
         self._example_counts: dict[str, _Histogram] = {}
         self._example_total: dict[str, int] = {}
+        # Per load / warmup / batch (never per request); keyed by the TF label values.
+        self._warmup_latency: dict[tuple[str, str], _Histogram] = {}
+        self._warmup_records_read: dict[tuple[str, str], int] = {}
+        self._queuing_latency: dict[tuple[str], _Histogram] = {}
+        self._wrapped_run_count = 0
+        self._load_attempts: dict[tuple[str, str], int] = {}
+        self._load_latency_us: dict[str, int] = {}
         # prometheus_client's labels() formats and looks its labels up on every call; the
         # children are cached here by the raw label values (one dict lookup per request).
         self._request_children: dict[tuple, Counter] = {}
@@ -166,6 +175,36 @@ class ServingMetrics:
                 hist = self._runtime_latency[key] = _Histogram(LATENCY_BUCKETS_US)
             hist.observe(seconds * 1e6)
 
+    def observe_model_load(self, model_path: str, success: bool, seconds: float = 0.0) -> None:
+        """One SavedModel load attempt (TF's ``/tensorflow/cc/saved_model/load_attempt_count``,
+        and ``load_latency``, total microseconds of successful loads)."""
+        with self._lock:
+            key = (model_path, "success" if success else "fail")
+            self._load_attempts[key] = self._load_attempts.get(key, 0) + 1
+            if success:
+                self._load_latency_us[model_path] = self._load_latency_us.get(model_path, 0) + int(seconds * 1e6)
+
+    def observe_warmup(self, model_path: str, records: int, seconds: float | None = None, status: str = "OK") -> None:
+        """A version's warmup: records read from its warmup file and, when known, its duration."""
+        with self._lock:
+            key = (model_path, status)
+            if records:
+                self._warmup_records_read[key] = self._warmup_records_read.get(key, 0) + records
+            if seconds is not None:
+                hist = self._warmup_latency.get(key)
+                if hist is None:
+                    hist = self._warmup_latency[key] = _Histogram(LATENCY_BUCKETS_US)
+                hist.observe(seconds * 1e6)
+
+    def observe_batch(self, thread_pool_name: str, queue_seconds: float) -> None:
+        """One batched model call (batch thread): queuing latency and wrapped run count."""
+        with self._lock:
+            hist = self._queuing_latency.get((thread_pool_name,))
+            if hist is None:
+                hist = self._queuing_latency[(thread_pool_name,)] = _Histogram(QUEUING_LATENCY_BUCKETS_US)
+            hist.observe(queue_seconds * 1e6)
+            self._wrapped_run_count += 1
+
     def request_count(self, model_name: str, status: str = "OK") -> int:
         """Current value of ``:tensorflow:serving:request_count`` (for tests and tools)."""
         with self._lock:
@@ -191,8 +230,31 @@ class ServingMetrics:
             lines.append(f"# TYPE {name} counter")
             for model, value in sorted(self._example_total.items()):
                 lines.append(f"{name}{_labels(('model',), (model,))} {value}")
+            self._render_histograms(
+                lines, ":tensorflow:serving:model_warmup_latency", ("model_path", "status"), self._warmup_latency
+            )
+            self._render_counters(
+                lines, ":tensorflow:serving:model_warmup_records_read", ("model_path", "status"), self._warmup_records_read
+            )
+            self._render_histograms(
+                lines, ":tensorflow:serving:batching_session:queuing_latency", ("thread_pool_name",), self._queuing_latency
+            )
+            name = ":tensorflow:serving:batching_session:wrapped_run_count"
+            lines.append(f"# TYPE {name} counter")
+            lines.append(f"{name} {self._wrapped_run_count}")
+            self._render_counters(
+                lines, ":tensorflow:cc:saved_model:load_attempt_count", ("model_path", "status"), self._load_attempts
+            )
+            latency = {(path,): us for path, us in self._load_latency_us.items()}
+            self._render_counters(lines, ":tensorflow:cc:saved_model:load_latency", ("model_path",), latency)
         text = "\n".join(lines) + "\n"
         return text.encode() + generate_latest(self.registry)
+
+    @staticmethod
+    def _render_counters(lines: list[str], name: str, label_names: tuple[str, ...], values: dict) -> None:
+        lines.append(f"# TYPE {name} counter")
+        for key, value in sorted(values.items()):
+            lines.append(f"{name}{_labels(label_names, key)} {value}")
 
     @staticmethod
     def _render_histograms(lines: list[str], name: str, label_names: tuple[str, ...], hists: dict) -> None:

@@ -27,6 +27,7 @@ import gc
 import logging
 import os
 import re
+import time
 import threading
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -498,6 +499,7 @@ class SavedModelLoader(Loader):
                 servable = self.options.wrap_servable(model, self.path, self.name)
             if self.options.enable_model_warmup:
                 sizes = getattr(servable, "warmup_batch_sizes", None)
+                warmup_started = time.monotonic()
                 self.warmup_records = run_warmup(
                     servable,
                     self.path,
@@ -510,6 +512,8 @@ class SavedModelLoader(Loader):
             close_wrapped(servable, model)
             raise
         model.warmup_records = self.warmup_records
+        if self.options.enable_model_warmup:  # :tensorflow:serving:model_warmup_latency
+            model.warmup_seconds = time.monotonic() - warmup_started
         self._model, self._servable = model, servable
 
     def unload(self) -> None:

@@ -94,6 +94,17 @@ def test_valid_allowed_sizes_with_splitting() -> None:
     assert p.padded_size(5) == 8
 
 
+def test_a_malformed_file_gets_tf_servings_invalid_protobuf_file_text(tmp_path) -> None:
+    path = tmp_path / "batching.config"
+    path.write_text("max_batch_size { valu: 8 }\n")
+    with pytest.raises(ServingError) as raised:
+        load_batching_parameters(str(path))
+    assert raised.value.code == Code.INVALID_ARGUMENT
+    assert raised.value.message.startswith(
+        f"Invalid protobuf file: '{path}': Error parsing text-format tensorflow.serving.BatchingParameters: 1:"
+    )
+
+
 def test_parse_tf_serving_example_file() -> None:
     text = """
     max_batch_size { value: 128 }

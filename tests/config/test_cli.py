@@ -167,7 +167,7 @@ def test_demo_answers_the_readme_example_byte_for_byte(tmp_path) -> None:
     with open(log, "w") as err:
         child = subprocess.Popen(
             [sys.executable, "-m", "servable.server", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-             "--grpc_address=127.0.0.1", "--rest_api_address=127.0.0.1"],
+             "--grpc_address=127.0.0.1"],  # REST on every address, as TF Serving binds it
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
         )
     url = f"http://127.0.0.1:{rest_port}{path}"
@@ -187,4 +187,5 @@ def test_demo_answers_the_readme_example_byte_for_byte(tmp_path) -> None:
         child.terminate()
         assert child.wait(timeout=60) == 0
     assert f"-> {shown}" in log.read_text()  # the start-up banner shows the same answer
+    assert f"Exporting HTTP/REST API at:localhost:{rest_port} ..." in log.read_text()  # TF Serving's line
     assert (tmp_path / "cache" / "servable" / "demo" / "half_plus_two" / "1" / "saved_model.pb").exists()
