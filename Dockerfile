@@ -38,8 +38,9 @@ USER 10001:10001
 WORKDIR /models
 EXPOSE 8500 8501
 
-# Liveness of the process (not of any model: see /v1/readyz for that).
+# Liveness of the process (not of any model: see /v1/readyz for that), on the port and
+# scheme the server's own flags give (a `docker run IMAGE --rest_api_port=...` included).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v1/healthz' % os.environ.get('REST_API_PORT', '8501'), timeout=2)"]
+    CMD ["python", "-m", "servable.healthcheck"]
 
 ENTRYPOINT ["/usr/bin/tf_serving_entrypoint.sh"]

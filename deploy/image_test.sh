@@ -145,7 +145,7 @@ EOF
 out=$(cd "$ROOT" && "$PY" -m examples.mnist.client --server="127.0.0.1:$GRPC_PORT" --dataset=digits 2>&1) \
     || fail "the gRPC client failed: $out"
 log "gRPC client: $out"
-[ -n "$(podman image inspect -f '{{.HealthCheck}}' "$IMAGE" | grep healthz)" ] || fail "the image has no HEALTHCHECK"
+[ -n "$(podman image inspect -f '{{.HealthCheck}}' "$IMAGE" | grep servable.healthcheck)" ] || fail "the image has no HEALTHCHECK"
 podman healthcheck run "$CONTAINER" >"$WORK/healthcheck.log" 2>&1 \
     || { cat "$WORK/healthcheck.log" >&2; fail "the HEALTHCHECK command failed"; }
 

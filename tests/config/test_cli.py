@@ -104,6 +104,10 @@ def test_rest_port_equal_to_grpc_port_serves_grpc_only_and_ignores_unknown_flags
 
             wait_until(lambda: child.poll() is not None or available(), timeout=90)
             assert child.poll() is None, log.read_text()
+        # The image's HEALTHCHECK finds REST off in the server's flags and asks gRPC health.
+        check = subprocess.run([sys.executable, "-m", "servable.healthcheck", f"--pid={child.pid}"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, check.stderr
     finally:
         child.terminate()
         assert child.wait(timeout=60) == 0

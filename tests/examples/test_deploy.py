@@ -66,7 +66,7 @@ def test_dockerfile_matches_tf_serving_image() -> None:
     [user] = instruction("USER")
     assert user.split(":")[0] not in ("0", "root")
     [healthcheck] = instruction("HEALTHCHECK")
-    assert "/v1/healthz" in healthcheck
+    assert "servable.healthcheck" in healthcheck  # GET /v1/healthz on the port the server uses
     assert any("-r requirements.lock" in run for run in instruction("RUN"))
     assert any("--no-deps ." in run for run in instruction("RUN"))
 
@@ -141,14 +141,16 @@ def test_the_image_command_line_serves_model_name_under_model_base_path(mnist_ba
     copies = {args.split()[-1]: args.split()[-2] for args in instruction("COPY")}
     script = REPO / copies[command[0]]
     assert os.access(script, os.X_OK)
-    grpc_port, rest_port = free_port(), free_port()
+    grpc_port, rest_port, overridden = free_port(), free_port(), free_port()
     # PYTHONPATH stands in for the image's `pip install --no-deps .` (the venv may hold no install).
     env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                MODEL_NAME="mnist", MODEL_BASE_PATH=os.path.dirname(mnist_base_path),
-               GRPC_PORT=str(grpc_port), REST_API_PORT=str(rest_port))
+               GRPC_PORT=str(grpc_port), REST_API_PORT=str(overridden))
     log = open(tmp_path / "server.log", "w+")
-    process = subprocess.Popen([str(script), *command[1:]], cwd=tmp_path, env=env, stdout=log, stderr=log)
+    # As `docker run IMAGE --rest_api_port=...`: the appended flag wins over the entrypoint's.
+    process = subprocess.Popen([str(script), *command[1:], f"--rest_api_port={rest_port}"], cwd=tmp_path, env=env,
+                               stdout=log, stderr=log)
     base = f"http://127.0.0.1:{rest_port}"
     try:
         wait_until(lambda: _status(base + "/v1/readyz") == 200 or process.poll() is not None, timeout=60,
@@ -157,10 +159,13 @@ def test_the_image_command_line_serves_model_name_under_model_base_path(mnist_ba
         with urllib.request.urlopen(base + "/v1/models/mnist", timeout=5) as response:
             status = json.load(response)["model_version_status"]
         assert [(s["version"], s["state"]) for s in status] == [("2", "AVAILABLE")]
-        # The HEALTHCHECK command, exactly as the image runs it.
+        # The HEALTHCHECK command as the image runs it; --pid stands in for the container's
+        # PID 1 (the entrypoint execs the server, so its pid is the server's). It follows the
+        # appended --rest_api_port, not $REST_API_PORT.
         [healthcheck] = instruction("HEALTHCHECK")
         check = json.loads(healthcheck[healthcheck.index("CMD") + 3:].strip())
-        assert subprocess.run(check, env=env, timeout=30).returncode == 0
+        assert subprocess.run([*check, f"--pid={process.pid}"], env=env, timeout=30).returncode == 0
+        assert subprocess.run([*check, "--pid=999999999"], env=env, timeout=30).returncode == 1  # $REST_API_PORT: nothing there
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -170,6 +175,20 @@ def test_the_image_command_line_serves_model_name_under_model_base_path(mnist_ba
             raise
         log.close()
     assert code == 0, (tmp_path / "server.log").read_text()
+
+
+def test_healthcheck_reads_the_servers_own_flags() -> None:
+    from servable.healthcheck import Endpoint, endpoint, server_args
+
+    argv = ["python", "-m", "servable.server", "--port=8500", "--rest_api_port=8501", "--rest_api_port=9000"]
+    assert server_args(argv) == argv[3:]
+    assert server_args(["python", "-m", "http.server"]) is None
+    assert endpoint(argv[3:], {}) == Endpoint("http", 9000)
+    assert endpoint(["--rest_api_port=9001", "--rest_api_enable_ssl"], {}) == Endpoint("https", 9001)
+    assert endpoint(["--port=8600", "--rest_api_port=0"], {}) == Endpoint("grpc", 8600)
+    assert endpoint(["--port=8600", "--rest_api_port=8600"], {}) == Endpoint("grpc", 8600)  # REST skipped
+    assert endpoint(None, {"REST_API_PORT": "8700"}) == Endpoint("http", 8700)
+    assert endpoint(None, {}) == Endpoint("http", 8501)
 
 
 def test_image_test_script_skips_without_podman(tmp_path) -> None:
