@@ -183,3 +183,18 @@ def test_loader_factory_error_becomes_servable_data_error(tmp_path):
     source.update_config([ServableToMonitor("m", str(tmp_path / "m"))])
     (item,) = recorder.data["m"]
     assert item.loader is None and "no loader for you" in item.error.message
+
+
+def test_watchdogs_benign_unschedule_race_is_not_logged_as_an_error(caplog):
+    """watchdog logs ERROR when a removed watch's emitter stops between reads; nothing failed."""
+    import logging
+
+    import servable.sources.filesystem  # noqa: F401 (installs the filter)
+
+    logger = logging.getLogger("watchdog.observers.inotify")
+    with caplog.at_level(logging.INFO, logger="watchdog.observers.inotify"):
+        logger.error("InotifyEmitter.queue_events() called when the thread is inactive")
+        logger.error("some other inotify failure")
+    assert [r.getMessage() for r in caplog.records if r.name == "watchdog.observers.inotify"] == [
+        "some other inotify failure"
+    ]
