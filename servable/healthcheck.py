@@ -45,14 +45,15 @@ def server_args(cmdline: Sequence[str]) -> list[str] | None:
 
 def endpoint(args: Sequence[str] | None, env: Mapping[str, str]) -> Endpoint:
     """The endpoint the server with these flags answers liveness on (flags parsed as the server does)."""
+    entrypoint_default = Endpoint("http", int(env.get("REST_API_PORT", "8501") or 8501))
     if args is None:
-        return Endpoint("http", int(env.get("REST_API_PORT", "8501") or 8501))
+        return entrypoint_default
     from servable.config.flags import FlagError, parse_flags
 
     try:
         flags = parse_flags(args)
     except FlagError:  # not a command line the server would have started with
-        return Endpoint("http", int(env.get("REST_API_PORT", "8501") or 8501))
+        return entrypoint_default
     if flags.rest_api_port > 0 and flags.rest_api_port != flags.port:
         return Endpoint("https" if flags.rest_api_enable_ssl else "http", flags.rest_api_port)
     return Endpoint("grpc", flags.port)

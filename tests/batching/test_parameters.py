@@ -94,17 +94,6 @@ def test_valid_allowed_sizes_with_splitting() -> None:
     assert p.padded_size(5) == 8
 
 
-def test_a_malformed_file_gets_tf_servings_invalid_protobuf_file_text(tmp_path) -> None:
-    path = tmp_path / "batching.config"
-    path.write_text("max_batch_size { valu: 8 }\n")
-    with pytest.raises(ServingError) as raised:
-        load_batching_parameters(str(path))
-    assert raised.value.code == Code.INVALID_ARGUMENT
-    assert raised.value.message.startswith(
-        f"Invalid protobuf file: '{path}': Error parsing text-format tensorflow.serving.BatchingParameters: 1:"
-    )
-
-
 def test_parse_tf_serving_example_file() -> None:
     text = """
     max_batch_size { value: 128 }
@@ -163,6 +152,10 @@ def test_syntax_error_names_file_and_line(tmp_path) -> None:
     assert info.value.code == Code.INVALID_ARGUMENT
     assert f"{path}:2:" in info.value.message
     assert "valu" in info.value.message
+    # TF Serving's diagnostics first, as for the model config file.
+    assert info.value.message.startswith(
+        f"Invalid protobuf file: '{path}': Error parsing text-format tensorflow.serving.BatchingParameters: 2:"
+    )
 
 
 def test_invalid_values_in_file_name_the_file(tmp_path) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import urllib.request
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -41,6 +43,40 @@ def scrape(port: int, path: str = "/monitoring/prometheus/metrics", context=None
         assert reply.status == 200
         assert reply.headers["Content-Type"].startswith("text/plain")
         return parse_metrics(reply.read().decode())
+
+
+@contextlib.contextmanager
+def batching_metrics_server(root, base_path: str, metrics_path: str, batching_extra: str = "") -> Iterator[tuple]:
+    """A flag-built server with Prometheus at ``metrics_path`` and batching on; yields (server, channel).
+
+    Serves ``base_path`` as model "default" on 127.0.0.1; ``batching_extra`` is appended
+    to the batching parameters file (e.g. a thread_pool_name).
+    """
+    import grpc
+
+    from servable.config.flags import parse_flags
+    from servable.model_server import ModelServer
+    from servable.settings import settings_from_flags
+    from tests.conftest import free_port, wait_until
+
+    monitoring = root / "monitoring.txt"
+    monitoring.write_text(f'prometheus_config {{ enable: true path: "{metrics_path}" }}\n')
+    batching = root / "batching.txt"
+    batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000 }\n"
+                        "num_batch_threads { value: 2 }\n" + batching_extra)
+    flags = parse_flags([
+        f"--port={free_port()}", f"--rest_api_port={free_port()}", "--grpc_address=127.0.0.1",
+        "--rest_api_address=127.0.0.1", "--model_name=default", f"--model_base_path={base_path}",
+        f"--monitoring_config_file={monitoring}", "--enable_batching", f"--batching_parameters_file={batching}",
+    ])
+    settings, _demo = settings_from_flags(flags)
+    srv = ModelServer(settings).start_in_thread()
+    try:
+        wait_until(srv.is_ready, timeout=30, message="model loaded")
+        with grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as channel:
+            yield srv, channel
+    finally:
+        srv.stop()
 
 
 def predict_request(values, name: str = "default", signature: str = ""):

@@ -11,11 +11,7 @@ import grpc
 import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from servable.config.flags import parse_flags
-from servable.model_server import ModelServer
-from servable.settings import settings_from_flags
-from tests.conftest import free_port, wait_until
-from tests.ops.conftest import metric, predict_request, scrape
+from tests.ops.conftest import batching_metrics_server, metric, predict_request, scrape
 from tests.serverutil import copy_version
 
 PATH = "/metrics/custom"
@@ -26,25 +22,8 @@ def server(tmp_path_factory, half_plus_two_export):
     root = tmp_path_factory.mktemp("metrics")
     # The base path's folder is not named after the model: every metric carries the model's name.
     copy_version(half_plus_two_export, str(root / "exported_hpt"), 1)
-    monitoring = root / "monitoring.txt"
-    monitoring.write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
-    batching = root / "batching.txt"
-    batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000 }\n"
-                        "num_batch_threads { value: 2 }\n")
-    flags = parse_flags([
-        f"--port={free_port()}", f"--rest_api_port={free_port()}", "--grpc_address=127.0.0.1",
-        "--rest_api_address=127.0.0.1", "--model_name=default", f"--model_base_path={root / 'exported_hpt'}",
-        f"--monitoring_config_file={monitoring}", "--enable_batching",
-        f"--batching_parameters_file={batching}",
-    ])
-    settings, _demo = settings_from_flags(flags)
-    srv = ModelServer(settings).start_in_thread()
-    try:
-        wait_until(srv.is_ready, timeout=30, message="model loaded")
-        with grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as channel:
-            yield srv, channel
-    finally:
-        srv.stop()
+    with batching_metrics_server(root, str(root / "exported_hpt"), PATH) as served:
+        yield served
 
 
 def _rest(port: int, path: str, body: dict | None = None) -> int:

@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import os
 
-import grpc
 import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from servable.config.flags import parse_flags
-from servable.model_server import ModelServer
 from servable.serving.metrics import ServingMetrics
-from servable.settings import settings_from_flags
-from tests.conftest import free_port, wait_until
-from tests.ops.conftest import metric, parse_metrics, predict_request, scrape
+from tests.ops.conftest import batching_metrics_server, metric, parse_metrics, predict_request, scrape
 from tests.serverutil import copy_version
 
 PATH = "/monitoring/prometheus/metrics"
@@ -38,24 +33,8 @@ def server(tmp_path_factory, half_plus_two_export):
         log.predict_log.request.CopyFrom(predict_request([1.0] * rows))
         logs.append(log.SerializeToString())
     write_warmup_file(version_path, logs)
-    monitoring = root / "monitoring.txt"
-    monitoring.write_text(f'prometheus_config {{ enable: true path: "{PATH}" }}\n')
-    batching = root / "batching.txt"
-    batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000 }\n"
-                        "num_batch_threads { value: 2 }\nthread_pool_name { value: \"my_pool\" }\n")
-    flags = parse_flags([
-        f"--port={free_port()}", f"--rest_api_port={free_port()}", "--grpc_address=127.0.0.1",
-        "--rest_api_address=127.0.0.1", "--model_name=default", f"--model_base_path={root / 'hpt'}",
-        f"--monitoring_config_file={monitoring}", "--enable_batching", f"--batching_parameters_file={batching}",
-    ])
-    settings, _demo = settings_from_flags(flags)
-    srv = ModelServer(settings).start_in_thread()
-    try:
-        wait_until(srv.is_ready, timeout=30, message="model loaded")
-        with grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as channel:
-            yield srv, channel, version_path
-    finally:
-        srv.stop()
+    with batching_metrics_server(root, str(root / "hpt"), PATH, 'thread_pool_name { value: "my_pool" }\n') as (srv, channel):
+        yield srv, channel, version_path
 
 
 def test_load_and_warmup_metrics(server):
